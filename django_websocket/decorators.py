@@ -1,0 +1,55 @@
+"""The ``require_websocket`` and ``accept_websocket`` view decorators."""
+
+import functools
+import inspect
+
+from django.core.exceptions import ImproperlyConfigured
+
+from .handler import VIEW_OPTIONS, error_response, prepare, serve
+
+__all__ = ["accept_websocket", "require_websocket"]
+
+
+def _decorator(view, options, *, required):
+    unknown = set(options) - set(VIEW_OPTIONS)
+    if unknown:
+        raise TypeError(f"unknown WebSocket view option(s): {', '.join(sorted(unknown))}")
+
+    def decorate(view):
+        if inspect.iscoroutinefunction(view) or inspect.iscoroutinefunction(getattr(view, "func", None)):
+            raise ImproperlyConfigured(
+                f"{view.__qualname__} is an async view: django_websocket's API is blocking; "
+                "decorate a regular (def) view."
+            )
+
+        @functools.wraps(view)
+        def wrapper(request, *args, **kwargs):
+            error = prepare(request, options)
+            if error is not None:
+                return error
+            if request.websocket is None:
+                if required:
+                    return error_response(400, "This view accepts only WebSocket connections.")
+                return view(request, *args, **kwargs)
+            return serve(request, view, args, kwargs)
+
+        # Read by WebSocketMiddleware.process_view, as csrf_exempt's flag is read by CSRF's.
+        wrapper.accepts_websocket = True
+        wrapper.requires_websocket = required
+        return wrapper
+
+    return decorate if view is None else decorate(view)
+
+
+def accept_websocket(view=None, **options):
+    """The view serves both plain HTTP (``request.websocket`` is None) and WebSocket requests.
+
+    Usable bare (``@accept_websocket``) or with options overriding the settings for this view:
+    ``max_message_size``, ``max_frame_size``, ``subprotocols``, ``compression``.
+    """
+    return _decorator(view, options, required=False)
+
+
+def require_websocket(view=None, **options):
+    """The view serves only WebSocket requests; plain HTTP requests get 400 Bad Request."""
+    return _decorator(view, options, required=True)

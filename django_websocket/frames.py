@@ -1,0 +1,175 @@
+"""Frame-level constants and codecs of RFC 6455 §5: opcodes, close codes, masking, serialising.
+
+Stdlib only, no sockets: bytes in, bytes out.
+"""
+
+import enum
+import struct
+
+from .exceptions import InvalidFrame
+
+__all__ = [
+    "Opcode",
+    "CloseCode",
+    "CONTROL_OPCODES",
+    "DATA_OPCODES",
+    "apply_mask",
+    "serialize_frame",
+    "serialize_close",
+    "parse_close",
+    "is_valid_close_code",
+    "truncate_reason",
+]
+
+
+class Opcode(enum.IntEnum):
+    """Frame opcodes (RFC 6455 §5.2, §11.8). 0x3–0x7 and 0xB–0xF are reserved."""
+
+    CONTINUATION = 0x0
+    TEXT = 0x1
+    BINARY = 0x2
+    CLOSE = 0x8
+    PING = 0x9
+    PONG = 0xA
+
+
+DATA_OPCODES = frozenset({Opcode.CONTINUATION, Opcode.TEXT, Opcode.BINARY})
+CONTROL_OPCODES = frozenset({Opcode.CLOSE, Opcode.PING, Opcode.PONG})
+
+
+class CloseCode(enum.IntEnum):
+    """Close status codes (RFC 6455 §7.4.1 and the IANA registry)."""
+
+    NORMAL_CLOSURE = 1000
+    GOING_AWAY = 1001
+    PROTOCOL_ERROR = 1002
+    UNSUPPORTED_DATA = 1003
+    # 1004 is reserved; 1005, 1006 and 1015 are never sent on the wire (§7.4.1).
+    NO_STATUS_RCVD = 1005
+    ABNORMAL_CLOSURE = 1006
+    INVALID_FRAME_PAYLOAD_DATA = 1007
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_BIG = 1009
+    MANDATORY_EXTENSION = 1010
+    INTERNAL_ERROR = 1011
+    SERVICE_RESTART = 1012
+    TRY_AGAIN_LATER = 1013
+    BAD_GATEWAY = 1014
+    TLS_HANDSHAKE = 1015
+
+
+# Codes a peer may send us (RFC 6455 §7.4.1-§7.4.2): 1000-1003 and 1007-1011 defined by the RFC,
+# 3000-3999 registered with IANA, 4000-4999 private use. Everything else fails with 1002.
+_RECEIVABLE_CODES = frozenset(range(1000, 1004)) | frozenset(range(1007, 1012))
+# We may also send the later IANA registrations 1012-1014 (service restart, try again later...).
+_SENDABLE_CODES = _RECEIVABLE_CODES | {1012, 1013, 1014}
+
+MAX_CONTROL_PAYLOAD = 125  # RFC 6455 §5.5
+MAX_CLOSE_REASON = MAX_CONTROL_PAYLOAD - 2  # the 2-byte code takes the rest
+
+
+def is_valid_close_code(code, *, sending=False):
+    """Whether ``code`` may appear in a close frame received (or, with ``sending``, sent)."""
+    if 3000 <= code <= 4999:
+        return True
+    return code in (_SENDABLE_CODES if sending else _RECEIVABLE_CODES)
+
+
+# --- masking (RFC 6455 §5.3) ------------------------------------------------------------------
+# Two pure-Python strategies, neither a per-byte loop: XOR of two big integers is fastest for
+# small payloads; for large ones, four 256-byte translation tables applied to the four strided
+# slices of the payload run at C speed with no big-integer arithmetic.
+_XOR_TABLES = [bytes(b ^ k for b in range(256)) for k in range(256)]
+_TRANSLATE_THRESHOLD = 4096
+
+
+def _mask_int(data, mask):
+    n = len(data)
+    key = int.from_bytes((mask * (n // 4 + 1))[:n], "little")
+    return (int.from_bytes(data, "little") ^ key).to_bytes(n, "little")
+
+
+def _mask_translate(data, mask):
+    data = bytes(data)
+    out = bytearray(len(data))
+    for i in range(4):
+        out[i::4] = data[i::4].translate(_XOR_TABLES[mask[i]])
+    return bytes(out)
+
+
+def _apply_mask_python(data, mask):
+    if len(data) < _TRANSLATE_THRESHOLD:
+        return _mask_int(data, mask) if data else b""
+    return _mask_translate(data, mask)
+
+
+try:  # An optional C accelerator; the pure-Python path above is the tested default.
+    from wsaccel.xormask import XorMaskerSimple as _XorMasker  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - depends on the environment
+    _XorMasker = None
+
+
+def _apply_mask_wsaccel(data, mask):
+    return _XorMasker(bytes(mask)).process(bytes(data))
+
+
+apply_mask = _apply_mask_wsaccel if _XorMasker is not None else _apply_mask_python
+apply_mask.__doc__ = "XOR ``data`` with the 4-byte ``mask`` repeated (RFC 6455 §5.3); returns bytes."
+
+
+def serialize_frame(opcode, payload=b"", *, fin=True, rsv1=False, mask=None):
+    """Return one frame as bytes: header and payload together, ready for a single ``sendall``.
+
+    Servers never mask (RFC 6455 §5.1); ``mask`` (4 bytes) exists for clients and tests.
+    """
+    length = len(payload)
+    b0 = (0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode
+    mask_bit = 0x80 if mask is not None else 0
+    # The payload length uses the minimal encoding (RFC 6455 §5.2).
+    if length < 126:
+        header = struct.pack("!BB", b0, mask_bit | length)
+    elif length < 0x10000:
+        header = struct.pack("!BBH", b0, mask_bit | 126, length)
+    else:
+        header = struct.pack("!BBQ", b0, mask_bit | 127, length)
+    if mask is not None:
+        return header + bytes(mask) + apply_mask(payload, mask)
+    return header + payload
+
+
+def truncate_reason(reason):
+    """Encode ``reason`` as UTF-8, cut to 123 bytes on a character boundary (RFC 6455 §5.5)."""
+    data = reason.encode("utf-8")
+    if len(data) <= MAX_CLOSE_REASON:
+        return data
+    data = data[:MAX_CLOSE_REASON]
+    # Drop a multi-byte character that the cut split (continuation bytes are 0b10xxxxxx).
+    return data.decode("utf-8", "ignore").encode("utf-8")
+
+
+def serialize_close(code=None, reason=""):
+    """The payload of a close frame (RFC 6455 §5.5.1); empty when ``code`` is None."""
+    if code is None:
+        return b""
+    if not is_valid_close_code(code, sending=True):
+        raise ValueError(f"{code} is not a close code that may be sent (RFC 6455 §7.4)")
+    return struct.pack("!H", code) + truncate_reason(reason)
+
+
+def parse_close(payload):
+    """Return ``(code, reason)`` of a received close payload, or raise :class:`InvalidFrame`.
+
+    An empty payload means no code was given: ``(1005, "")`` (RFC 6455 §7.1.5).
+    """
+    if not payload:
+        return CloseCode.NO_STATUS_RCVD, ""
+    if len(payload) == 1:
+        raise InvalidFrame("close frame with a 1-byte payload (RFC 6455 §5.5.1)")
+    (code,) = struct.unpack("!H", payload[:2])
+    if not is_valid_close_code(code):
+        raise InvalidFrame(f"invalid close code {code} (RFC 6455 §7.4)")
+    try:
+        reason = payload[2:].decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidFrame("close reason is not valid UTF-8 (RFC 6455 §5.5.1)") from None
+    return code, reason

@@ -1,0 +1,427 @@
+"""The blocking ``WebSocket`` object (``request.websocket``), over a socket, threads or gevent.
+
+This layer is a thin I/O loop around :class:`~django_websocket.protocol.ServerProtocol`: it reads
+from the socket into the protocol, writes what the protocol produces, and keeps received messages
+in a queue for :meth:`WebSocket.wait`, :meth:`WebSocket.read` and iteration. It never imports
+Django.
+
+A server adapter gives the application the connection's socket through a :class:`Handover` placed
+in the WSGI environ under :data:`ENVIRON_KEY`.
+"""
+
+import collections
+import logging
+import select
+import socket
+import threading
+import time
+
+from . import deflate
+from .exceptions import ConnectionClosed, InvalidState
+from .frames import CloseCode
+from .handshake import accept_response
+from .protocol import DEFAULT_MAX_MESSAGE_SIZE, Close, Pong, ServerProtocol, State
+
+__all__ = ["ENVIRON_KEY", "Handover", "WebSocket"]
+
+logger = logging.getLogger("django_websocket")
+
+#: The WSGI environ key under which a server adapter puts its :class:`Handover`.
+ENVIRON_KEY = "django_websocket.handover"
+
+_READ_SIZE = 65536
+_POLL_IN = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP
+
+
+class Handover:
+    """How a server lends a connection's socket to the application.
+
+    ``take`` is called once, when the application accepts the WebSocket: it returns
+    ``(socket, leftover)``, where ``leftover`` holds bytes the server had already read past the
+    request headers (they belong to the WebSocket). From then on the server must write nothing
+    more on that connection and must not reuse it for HTTP. ``accepted`` is true when the server
+    itself already sent the ``101`` response (gevent-websocket does), in which case a refusal can
+    only be a close frame. ``wait_readable(sock, timeout)`` may replace the default readiness check
+    (``select.poll``, which gevent's monkey-patching makes cooperative).
+    """
+
+    def __init__(self, take, *, accepted=False, wait_readable=None):
+        self._take = take
+        self.accepted = accepted
+        self.wait_readable = wait_readable
+        self.taken = False
+
+    def take(self):
+        if self.taken:
+            raise InvalidState("the connection was already handed over")
+        self.taken = True
+        return self._take()
+
+
+class WebSocket:
+    """One WebSocket connection, as a view sees it in ``request.websocket``.
+
+    The opening handshake is answered lazily: the ``101`` goes out when the view first uses the
+    connection (or calls :meth:`accept`), so a view can still refuse with an HTTP response before.
+    """
+
+    def __init__(
+        self,
+        request,
+        handover,
+        *,
+        max_message_size=DEFAULT_MAX_MESSAGE_SIZE,
+        max_frame_size=None,
+        subprotocols=(),
+        compression=True,
+        close_timeout=5.0,
+        headers=(),
+    ):
+        #: The validated handshake (:class:`~django_websocket.handshake.Request`).
+        self.handshake = request
+        self._handover = handover
+        self.max_message_size = max_message_size
+        self.max_frame_size = max_frame_size
+        self.server_subprotocols = tuple(subprotocols)
+        self.compression = compression
+        self.close_timeout = close_timeout
+        self._response_headers = tuple(headers)
+        #: The negotiated subprotocol, or None.
+        self.protocol = None
+        self.accepted = False
+        self._sock = None
+        self._proto = None
+        self._messages = collections.deque()
+        self._lock = threading.Lock()  # guards the protocol state and writes to the socket
+        self._recv_lock = threading.Lock()  # one reader at a time
+        self._poller = None
+        self._transport_closed = False
+        self._close_deadline = None
+        self._closing_locally = False
+        #: ``time.monotonic()`` of the last bytes received (keepalive reads it).
+        self.last_received = None
+        self._pong_waiters = {}
+
+    # --- the opening handshake ----------------------------------------------------------------
+
+    @property
+    def subprotocols(self):
+        """The subprotocols the client offered, in its order of preference."""
+        return list(self.handshake.subprotocols)
+
+    def choose_subprotocol(self):
+        """The first of the server's subprotocols (in the server's order) that the client offered."""
+        offered = self.handshake.subprotocols
+        for candidate in self.server_subprotocols:
+            if candidate in offered:
+                return candidate
+        return None
+
+    def accept(self, subprotocol=None):
+        """Send the ``101 Switching Protocols`` answer and take over the connection.
+
+        ``subprotocol`` must be one the client offered; by default the first of the server's
+        subprotocols that the client offered is chosen, and none if there is no match. Called
+        implicitly by every other method; calling it twice raises :class:`InvalidState`.
+        """
+        if self.accepted:
+            raise InvalidState("the WebSocket was already accepted")
+        if subprotocol is None:
+            subprotocol = self.choose_subprotocol()
+        elif subprotocol not in self.handshake.subprotocols:
+            raise ValueError(f"the client did not offer the subprotocol {subprotocol!r}")
+        extension_header, extension = None, None
+        if self.compression and not self._handover.accepted:
+            extension_header, extension = deflate.negotiate(self.handshake.extensions)
+        self.accepted = True
+        self.protocol = subprotocol
+        self._proto = ServerProtocol(
+            max_message_size=self.max_message_size, max_frame_size=self.max_frame_size, extension=extension
+        )
+        sock, leftover = self._handover.take()
+        self._sock = sock
+        if not self._handover.accepted:
+            response = accept_response(self.handshake.key, subprotocol, extension_header, self._response_headers)
+            try:
+                sock.sendall(response)
+            except OSError:
+                self._lost()
+                return
+        self.last_received = time.monotonic()
+        if leftover:
+            self._feed(leftover)
+
+    def _ensure_accepted(self):
+        if not self.accepted:
+            self.accept()
+
+    # --- state --------------------------------------------------------------------------------
+
+    @property
+    def closed(self):
+        """True once a close frame was sent or received, or the connection was lost."""
+        proto = self._proto
+        return proto is not None and (proto.state is not State.OPEN or self._transport_closed)
+
+    def is_closed(self):
+        return self.closed
+
+    @property
+    def close_code(self):
+        """The close code once known: the peer's, ours, 1005 (none given) or 1006 (lost)."""
+        return self._proto.close_code if self._proto is not None else None
+
+    @property
+    def close_reason(self):
+        return self._proto.close_reason if self._proto is not None else ""
+
+    # --- sending ------------------------------------------------------------------------------
+
+    def send(self, message):
+        """Send a message: ``str`` as a text frame; bytes, bytearray or memoryview as binary.
+
+        Anything else is sent as ``str(message)``. Safe to call from several threads at once.
+        Raises :class:`~django_websocket.exceptions.ConnectionClosed` once the connection closed.
+        """
+        self._ensure_accepted()
+        if not isinstance(message, (str, bytes, bytearray, memoryview)):
+            message = str(message)
+        with self._lock:
+            if self._transport_closed:
+                raise ConnectionClosed(self._proto.close_code, self._proto.close_reason)
+            self._write(self._proto.send(message))
+
+    def ping(self, payload=b""):
+        """Send a ping; returns an :class:`threading.Event` set when the matching pong arrives."""
+        self._ensure_accepted()
+        if isinstance(payload, str):
+            payload = payload.encode("utf-8")
+        waiter = threading.Event()
+        with self._lock:
+            if self._transport_closed:
+                raise ConnectionClosed(self._proto.close_code, self._proto.close_reason)
+            self._write(self._proto.send_ping(payload))
+            self._pong_waiters[bytes(payload)] = waiter
+        return waiter
+
+    def _write(self, data):
+        # Called with self._lock held: one sendall per frame keeps frames whole across threads.
+        try:
+            self._sock.sendall(data)
+        except OSError:
+            self._lost_locked()
+            raise ConnectionClosed(self._proto.close_code, self._proto.close_reason) from None
+
+    # --- receiving ----------------------------------------------------------------------------
+
+    def wait(self, timeout=None):
+        """Return the next message, blocking until one arrives.
+
+        Text frames give ``str``, binary frames ``bytes``. Returns None once the connection is
+        closed, and None when ``timeout`` (seconds) expires first: check :attr:`closed` to tell
+        the two apart.
+        """
+        self._ensure_accepted()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._recv_lock:
+            while True:
+                if self._messages:
+                    return self._messages.popleft()
+                if self._transport_closed:
+                    return None
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return None
+                self._receive(remaining)
+
+    def read(self, fallback=None):
+        """Return the next message if one is already there, else ``fallback``; never blocks."""
+        self._pull()
+        try:
+            return self._messages.popleft()
+        except IndexError:
+            return fallback
+
+    def has_messages(self):
+        """Whether a message is ready to be read; never blocks."""
+        self._pull()
+        return bool(self._messages)
+
+    def count_messages(self):
+        """How many messages are ready to be read; never blocks."""
+        self._pull()
+        return len(self._messages)
+
+    def __iter__(self):
+        """Yield messages until the connection closes."""
+        while True:
+            message = self.wait()
+            if message is None:
+                return
+            yield message
+
+    def _pull(self):
+        # Read whatever the socket already holds, without blocking. If another thread is reading,
+        # it will queue what arrives: report what is queued now.
+        self._ensure_accepted()
+        if not self._recv_lock.acquire(blocking=False):
+            return
+        try:
+            while not self._transport_closed and self._receive(0):
+                pass
+        finally:
+            self._recv_lock.release()
+
+    def _wait_readable(self, timeout):
+        custom = self._handover.wait_readable
+        if custom is not None:
+            return custom(self._sock, timeout)
+        if self._poller is None:
+            # select.poll (not select.select, which fails above fd 1024), looked up now so that
+            # gevent's monkey-patched version is used when patching happened.
+            self._poller = select.poll()
+            self._poller.register(self._sock, _POLL_IN)
+        return bool(self._poller.poll(None if timeout is None else max(0, int(timeout * 1000 + 0.999))))
+
+    def _receive(self, timeout):
+        """Read once from the socket (waiting at most ``timeout``); False if nothing came."""
+        if self._close_deadline is not None:
+            # A close handshake we started is bounded by close_timeout (RFC 6455 §7.1.1).
+            left = self._close_deadline - time.monotonic()
+            if left <= 0:
+                self._abort()
+                return False
+            timeout = left if timeout is None else min(timeout, left)
+        try:
+            if not self._wait_readable(timeout):
+                return False
+            data = self._sock.recv(_READ_SIZE)
+        except OSError:
+            data = b""
+        if not data:
+            self._lost()
+            return False
+        self._feed(data)
+        return True
+
+    def _feed(self, data):
+        self.last_received = time.monotonic()
+        proto = self._proto
+        with self._lock:
+            proto.receive_data(data)
+            events = proto.events_received()
+            reply = proto.data_to_send()
+            if reply:
+                try:
+                    self._sock.sendall(reply)
+                except OSError:
+                    self._lost_locked()
+                    return
+        for event in events:
+            if isinstance(event, (str, bytes)):
+                if not self._closing_locally:
+                    self._messages.append(event)
+            elif isinstance(event, Pong):
+                waiter = self._pong_waiters.pop(event.payload, None)
+                if waiter is not None:
+                    waiter.set()
+            elif isinstance(event, Close):
+                if proto.failure is not None:
+                    logger.info("WebSocket failed with %s: %s", proto.failure.code, proto.failure)
+        if proto.state is State.CLOSED:
+            self._finish_transport()
+
+    # --- closing ------------------------------------------------------------------------------
+
+    def close(self, code=CloseCode.NORMAL_CLOSURE, reason=""):
+        """Start the closing handshake (once; later calls do nothing) and end the connection.
+
+        Waits up to ``close_timeout`` seconds for the peer's close frame, then closes the TCP
+        connection. The reason is cut to 123 bytes of UTF-8 (RFC 6455 §5.5).
+        """
+        self._ensure_accepted()
+        with self._lock:
+            if self._transport_closed:
+                return
+            frame = self._proto.send_close(code, reason)
+            self._closing_locally = True
+            if frame:
+                self._close_deadline = time.monotonic() + self.close_timeout
+                try:
+                    self._sock.sendall(frame)
+                except OSError:
+                    self._lost_locked()
+                    return
+        self._messages.clear()
+        if self._proto.state is State.CLOSED:
+            self._finish_transport()
+            return
+        # Read until the peer's close arrives; if another thread is reading, it will see it.
+        if self._recv_lock.acquire(timeout=self.close_timeout):
+            try:
+                while not self._transport_closed:
+                    self._receive(None)
+            finally:
+                self._recv_lock.release()
+
+    def _lost(self):
+        with self._lock:
+            self._lost_locked()
+
+    def _lost_locked(self):
+        # The peer went away without a close handshake (RFC 6455 §7.1.5: code 1006).
+        self._proto.receive_eof()
+        self._close_socket()
+
+    def _abort(self):
+        with self._lock:
+            logger.info("WebSocket peer did not answer the close frame within %ss", self.close_timeout)
+            self._proto.receive_eof()
+            self._close_socket()
+
+    def _finish_transport(self):
+        # The close handshake is over, or the connection failed: the server closes the TCP
+        # connection first (RFC 6455 §7.1.1). Half-close, then read until the peer's FIN so that
+        # unread input does not turn our close into a reset that could lose the close frame.
+        with self._lock:
+            if self._transport_closed:
+                return
+            sock = self._sock
+            try:
+                sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                self._close_socket()
+                return
+        deadline = time.monotonic() + self.close_timeout
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._wait_readable(left):
+                    break
+                if not sock.recv(_READ_SIZE):
+                    break
+        except OSError:
+            pass
+        with self._lock:
+            self._close_socket()
+
+    def _close_socket(self):
+        if self._transport_closed:
+            return
+        self._transport_closed = True
+        for waiter in self._pong_waiters.values():
+            waiter.set()
+        self._pong_waiters.clear()
+        if self._poller is not None:
+            try:
+                self._poller.unregister(self._sock)
+            except (KeyError, ValueError, OSError):
+                pass
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+
+    def __repr__(self):
+        state = "pending" if self._proto is None else self._proto.state.name.lower()
+        return f"<WebSocket {self.handshake.path!r} {state}>"
