@@ -86,8 +86,7 @@ class WebSocket:
         self.compression = compression
         self.close_timeout = close_timeout
         self._response_headers = tuple(headers)
-        #: The negotiated subprotocol, or None.
-        self.protocol = None
+        self._subprotocol = None
         self.accepted = False
         self._sock = None
         self._proto = None
@@ -108,6 +107,12 @@ class WebSocket:
     def subprotocols(self):
         """The subprotocols the client offered, in its order of preference."""
         return list(self.handshake.subprotocols)
+
+    @property
+    def protocol(self):
+        """The subprotocol of the connection, or None: the one accepted, or before :meth:`accept`,
+        the one that will be chosen by default."""
+        return self._subprotocol if self.accepted else self.choose_subprotocol()
 
     def choose_subprotocol(self):
         """The first of the server's subprotocols (in the server's order) that the client offered."""
@@ -134,7 +139,7 @@ class WebSocket:
         if self.compression and not self._handover.accepted:
             extension_header, extension = deflate.negotiate(self.handshake.extensions)
         self.accepted = True
-        self.protocol = subprotocol
+        self._subprotocol = subprotocol
         self._proto = ServerProtocol(
             max_message_size=self.max_message_size, max_frame_size=self.max_frame_size, extension=extension
         )

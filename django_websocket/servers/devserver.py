@@ -2,11 +2,17 @@
 
 import socket
 
-from django.core.servers.basehttp import WSGIRequestHandler, WSGIServer
+from django.core.servers.basehttp import ThreadedWSGIServer, WSGIRequestHandler, WSGIServer
 
 from ..websocket import ENVIRON_KEY, Handover
 
-__all__ = ["WebSocketRequestHandlerMixin", "WebSocketRequestHandler", "WebSocketWSGIServer"]
+__all__ = [
+    "WebSocketRequestHandlerMixin",
+    "WebSocketRequestHandler",
+    "WebSocketServerMixin",
+    "WebSocketWSGIServer",
+    "ThreadedWebSocketWSGIServer",
+]
 
 
 class _UpgradableWriter:
@@ -70,8 +76,8 @@ class WebSocketRequestHandler(WebSocketRequestHandlerMixin, WSGIRequestHandler):
     pass
 
 
-class WebSocketWSGIServer(WSGIServer):
-    """Django's ``WSGIServer`` whose request handler can hand connections to WebSocket views."""
+class WebSocketServerMixin:
+    """Makes a Django ``WSGIServer`` use a request handler that can hand connections over."""
 
     def __init__(self, server_address, RequestHandlerClass=WSGIRequestHandler, *args, **kwargs):
         # django.core.servers.basehttp.run() always passes WSGIRequestHandler (and the live
@@ -83,3 +89,11 @@ class WebSocketWSGIServer(WSGIServer):
                 {},
             )
         super().__init__(server_address, RequestHandlerClass, *args, **kwargs)
+
+
+class WebSocketWSGIServer(WebSocketServerMixin, WSGIServer):
+    """Django's development ``WSGIServer`` (runserver adds threading) for WebSocket views."""
+
+
+class ThreadedWebSocketWSGIServer(WebSocketServerMixin, ThreadedWSGIServer):
+    """Django's threaded server of ``LiveServerTestCase``, for WebSocket views."""

@@ -1,0 +1,56 @@
+import os
+import threading
+
+import pytest
+
+from tests.servers import SERVERS
+
+
+def pytest_report_header(config):
+    return f"servers under test: {', '.join(SERVERS)}; CI={os.environ.get('CI', '')!r}"
+
+
+@pytest.fixture(scope="session", params=sorted(SERVERS))
+def server(request):
+    """Each real server path, started once per test session, running the test project."""
+    started = SERVERS[request.param]()
+    yield started
+    started.stop()
+
+
+class ThreadServer:
+    """The dev server in a thread of the test process (so ``override_settings`` applies)."""
+
+    def __init__(self, handler=None):
+        from django.core.handlers.wsgi import WSGIHandler
+        from django.core.servers.basehttp import QuietWSGIRequestHandler
+
+        from django_websocket.servers.devserver import ThreadedWebSocketWSGIServer
+
+        self.httpd = ThreadedWebSocketWSGIServer(("127.0.0.1", 0), QuietWSGIRequestHandler)
+        self.httpd.set_app(handler or WSGIHandler())
+        self.host, self.port = "127.0.0.1", self.httpd.server_address[1]
+        self.url = f"ws://127.0.0.1:{self.port}"
+        self.http_url = f"http://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)
+
+
+@pytest.fixture
+def thread_server():
+    """A fresh in-process dev server (its WSGIHandler reads MIDDLEWARE when it starts)."""
+    servers = []
+
+    def start(handler=None):
+        srv = ThreadServer(handler)
+        servers.append(srv)
+        return srv
+
+    yield start
+    for srv in servers:
+        srv.stop()

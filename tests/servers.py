@@ -1,0 +1,85 @@
+"""Real servers for the tests, each started on a free port of 127.0.0.1 and stopped after.
+
+``SERVERS`` maps a name to a function that returns a started :class:`ServerProcess`. Each runs
+the test project (``tests.settings``) exactly as a user starts it.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port, proc, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"server did not listen on {port} within {timeout}s")
+
+
+class ServerProcess:
+    """A server subprocess whose output goes to a file the tests can read."""
+
+    def __init__(self, name, argv, port, env=None):
+        self.name = name
+        self.port = port
+        self.host = "127.0.0.1"
+        self.url = f"ws://127.0.0.1:{port}"
+        self.http_url = f"http://127.0.0.1:{port}"
+        self.log = tempfile.NamedTemporaryFile(prefix=f"server-{name}-", suffix=".log", delete=False)
+        full_env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+        full_env.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
+        full_env.update(env or {})
+        self.proc = subprocess.Popen(
+            argv, cwd=ROOT, env=full_env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            wait_for_port(port, self.proc)
+        except BaseException:
+            self.stop()
+            raise
+
+    def output(self):
+        return Path(self.log.name).read_text(errors="replace")
+
+    def stop(self, timeout=10.0):
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout)
+        self.log.close()
+
+
+def runserver(env=None):
+    port = free_port()
+    argv = [sys.executable, "-m", "django", "runserver", "--multithreaded", "--noreload", f"127.0.0.1:{port}"]
+    return ServerProcess("runserver", argv, port, env)
+
+
+SERVERS = {
+    "runserver": runserver,
+}

@@ -1,0 +1,19 @@
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("echo", views.echo),
+    path("accept", views.accept),
+    path("plain", views.plain),
+    path("subprotocol", views.subprotocol),
+    path("refuse", views.refuse),
+    path("crash", views.crash),
+    path("small", views.small),
+    path("returns-value", views.returns_value),
+    path("server-close", views.server_close),
+    path("probe", views.probe),
+    path("finished", views.finished_count),
+    path("last-results", views.last_results),
+    path("cbv", views.EchoView.as_view()),
+]

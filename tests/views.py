@@ -1,0 +1,139 @@
+"""Views exercised by the tests over real sockets."""
+
+import json
+import time
+
+from django.dispatch import receiver
+from django.core.signals import request_finished
+from django.http import HttpResponse, HttpResponseForbidden
+from django.utils.decorators import method_decorator
+from django.views import View
+
+from django_websocket import accept_websocket, require_websocket
+
+# Filled by the request_finished handler: tests read it through the /finished view.
+FINISHED = []
+# The results of the latest "batch" of the probe view, also readable over HTTP at /last-results.
+LAST_RESULTS = {}
+
+
+@receiver(request_finished)
+def _on_finished(sender, **kwargs):
+    FINISHED.append(time.monotonic())
+
+
+@require_websocket
+def echo(request):
+    for message in request.websocket:
+        request.websocket.send(message)
+
+
+@accept_websocket
+def accept(request):
+    if not request.is_websocket():
+        return HttpResponse("plain http")
+    for message in request.websocket:
+        request.websocket.send(message)
+
+
+def plain(request):
+    return HttpResponse(f"plain view, is_websocket={request.is_websocket()}")
+
+
+@require_websocket(subprotocols=["chat.v2", "chat.v1"])
+def subprotocol(request):
+    request.websocket.send(request.websocket.protocol or "")
+
+
+@require_websocket
+def refuse(request):
+    # The view's own check, before any use of the WebSocket: a normal HTTP answer, no upgrade.
+    if request.GET.get("token") != "secret":
+        return HttpResponseForbidden("bad token")
+    request.websocket.send("welcome")
+
+
+@require_websocket
+def crash(request):
+    request.websocket.send("about to fail")
+    raise RuntimeError("boom in a WebSocket view")
+
+
+@require_websocket(max_message_size=1000)
+def small(request):
+    for message in request.websocket:
+        request.websocket.send(message)
+
+
+@require_websocket
+def returns_value(request):
+    request.websocket.send("hello")
+    return HttpResponse("ignored: the connection is already upgraded")
+
+
+@require_websocket
+def server_close(request):
+    request.websocket.send("bye")
+    request.websocket.close(4001, "done here")
+
+
+def _run(ws, command):
+    op = command["op"]
+    if op == "wait":
+        result = ws.wait(command.get("timeout"))
+    elif op == "read":
+        result = ws.read(command.get("fallback"))
+    elif op == "has_messages":
+        result = ws.has_messages()
+    elif op == "count_messages":
+        result = ws.count_messages()
+    elif op == "finished":
+        result = len(FINISHED)
+    else:
+        result = f"unknown op {op!r}"
+    if isinstance(result, bytes):
+        result = {"bytes": result.hex()}
+    return result
+
+
+@require_websocket
+def probe(request):
+    """Runs the operations the client asks for, so that tests can observe the API's semantics.
+
+    Each text message is a JSON object {"op": ..., ...}, answered by {"result": ..., "closed": ...}.
+    {"op": "batch", "sleep": s, "steps": [...]} sleeps first (letting the client's next messages
+    reach the socket), then runs each step and answers with the list of results.
+    """
+    ws = request.websocket
+    while True:
+        command = ws.wait()
+        if command is None:
+            return
+        command = json.loads(command)
+        if command["op"] == "close":
+            ws.close(command.get("code", 1000), command.get("reason", ""))
+            return
+        if command["op"] == "batch":
+            time.sleep(command.get("sleep", 0))
+            result = [_run(ws, step) for step in command["steps"]]
+            LAST_RESULTS.update(id=command.get("id"), result=result, closed=ws.closed)
+        else:
+            result = _run(ws, command)
+        ws.send(json.dumps({"result": result, "closed": ws.closed, "is_closed": ws.is_closed()}))
+
+
+def last_results(request):
+    return HttpResponse(json.dumps(LAST_RESULTS), content_type="application/json")
+
+
+def finished_count(request):
+    return HttpResponse(str(len(FINISHED)))
+
+
+@method_decorator(accept_websocket, name="dispatch")
+class EchoView(View):
+    def get(self, request):
+        if request.websocket is None:
+            return HttpResponse("class-based, plain http")
+        for message in request.websocket:
+            request.websocket.send(message)
