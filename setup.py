@@ -27,6 +27,7 @@ setup(
         "test": [
             "pytest>=7",
             "pytest-timeout>=2",
+            "pytest-django>=4.5",
             "websockets>=13",
             "hypothesis>=6",
         ],

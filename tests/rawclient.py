@@ -146,7 +146,7 @@ class RawClient:
                 self.sock.settimeout(max(0.01, deadline - time.monotonic()))
                 if not self.sock.recv(65536):
                     return True
-        except (socket.timeout, TimeoutError):
+        except TimeoutError:
             return False
         except OSError:
             return True

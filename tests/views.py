@@ -3,8 +3,8 @@
 import json
 import time
 
-from django.dispatch import receiver
 from django.core.signals import request_finished
+from django.dispatch import receiver
 from django.http import HttpResponse, HttpResponseForbidden
 from django.utils.decorators import method_decorator
 from django.views import View

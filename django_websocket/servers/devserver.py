@@ -1,6 +1,5 @@
 """Django's development server (``runserver``), able to hand a connection to a WebSocket view."""
 
-import socket
 
 from django.core.servers.basehttp import ThreadedWSGIServer, WSGIRequestHandler, WSGIServer
 
@@ -65,7 +64,7 @@ class WebSocketRequestHandlerMixin:
         sock.setblocking(False)
         try:
             leftover = self.rfile.read1(65536) or b""
-        except (BlockingIOError, socket.timeout):
+        except (TimeoutError, BlockingIOError):
             leftover = b""
         finally:
             sock.settimeout(timeout)

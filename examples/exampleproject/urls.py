@@ -1,5 +1,4 @@
 from django.urls import path
-
 from echo import views as echo_views
 
 urlpatterns = [
