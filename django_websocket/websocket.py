@@ -17,12 +17,12 @@ import threading
 import time
 
 from . import deflate
-from .exceptions import ConnectionClosed, InvalidState
+from .exceptions import ConnectionClosed, InvalidState, ProtocolError
 from .frames import CloseCode
 from .handshake import accept_response
 from .protocol import DEFAULT_MAX_MESSAGE_SIZE, Close, Pong, ServerProtocol, State
 
-__all__ = ["ENVIRON_KEY", "Handover", "WebSocket"]
+__all__ = ["ENVIRON_KEY", "Handover", "WebSocket", "open_connections", "close_all", "is_shutting_down"]
 
 logger = logging.getLogger("django_websocket")
 
@@ -30,6 +30,46 @@ logger = logging.getLogger("django_websocket")
 ENVIRON_KEY = "django_websocket.handover"
 
 _READ_SIZE = 65536
+
+# Every accepted, not yet closed connection of this process: for graceful shutdown (close_all),
+# the connection cap and keepalive.
+_open = set()
+_open_lock = threading.Lock()
+_shutting_down = threading.Event()
+
+
+def open_connections():
+    """The number of WebSocket connections open in this process."""
+    return len(_open)
+
+
+def is_shutting_down():
+    """Whether :func:`close_all` was called: new handshakes should then be refused (503)."""
+    return _shutting_down.is_set()
+
+
+def close_all(code=CloseCode.GOING_AWAY, reason="server shutting down", timeout=5.0):
+    """Close every open connection of this process with ``code`` (1001 by default).
+
+    Sends each a close frame, then waits up to ``timeout`` seconds for the connections to end
+    (their views see the close and return), and aborts those still open. Marks the process as
+    shutting down, so that new handshakes are refused. Returns the number of connections closed.
+    """
+    _shutting_down.set()
+    with _open_lock:
+        connections = list(_open)
+    for websocket in connections:
+        websocket.start_close(code, reason)
+    deadline = time.monotonic() + timeout
+    for websocket in connections:
+        while not websocket._transport_closed and time.monotonic() < deadline:
+            # Drive the closing handshake ourselves where the view is not reading.
+            websocket._pull(accept=False)
+            if not websocket._transport_closed:
+                time.sleep(0.02)
+        if not websocket._transport_closed:
+            websocket._abort()
+    return len(connections)
 _POLL_IN = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP
 
 
@@ -75,6 +115,9 @@ class WebSocket:
         subprotocols=(),
         compression=True,
         close_timeout=5.0,
+        send_timeout=None,
+        ping_interval=None,
+        ping_timeout=None,
         headers=(),
     ):
         #: The validated handshake (:class:`~django_websocket.handshake.Request`).
@@ -85,6 +128,9 @@ class WebSocket:
         self.server_subprotocols = tuple(subprotocols)
         self.compression = compression
         self.close_timeout = close_timeout
+        self.send_timeout = send_timeout
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
         self._response_headers = tuple(headers)
         self._subprotocol = None
         self.accepted = False
@@ -100,6 +146,9 @@ class WebSocket:
         #: ``time.monotonic()`` of the last bytes received (keepalive reads it).
         self.last_received = None
         self._pong_waiters = {}
+        self._close_callbacks = []
+        #: ``time.monotonic()`` when the keepalive ping now unanswered was sent, else None.
+        self.ping_sent = None
 
     # --- the opening handshake ----------------------------------------------------------------
 
@@ -145,6 +194,15 @@ class WebSocket:
         )
         sock, leftover = self._handover.take()
         self._sock = sock
+        # Reads only happen once the socket is readable, so this timeout bounds sends: a client
+        # that stops reading cannot hold a thread or greenlet forever (the socket is then closed).
+        sock.settimeout(self.send_timeout)
+        with _open_lock:
+            _open.add(self)
+        if self.ping_interval:
+            from . import keepalive
+
+            keepalive.watch(self)
         if not self._handover.accepted:
             response = accept_response(self.handshake.key, subprotocol, extension_header, self._response_headers)
             try:
@@ -155,6 +213,10 @@ class WebSocket:
         self.last_received = time.monotonic()
         if leftover:
             self._feed(leftover)
+
+    def add_close_callback(self, callback):
+        """Call ``callback(websocket)`` once the connection has ended (from whichever thread ended it)."""
+        self._close_callbacks.append(callback)
 
     def _ensure_accepted(self):
         if not self.accepted:
@@ -191,10 +253,13 @@ class WebSocket:
         self._ensure_accepted()
         if not isinstance(message, (str, bytes, bytearray, memoryview)):
             message = str(message)
-        with self._lock:
-            if self._transport_closed:
-                raise ConnectionClosed(self._proto.close_code, self._proto.close_reason)
-            self._write(self._proto.send(message))
+        try:
+            with self._lock:
+                if self._transport_closed:
+                    raise ConnectionClosed(self._proto.close_code, self._proto.close_reason)
+                self._write(self._proto.send(message))
+        finally:
+            self._run_close_callbacks()
 
     def ping(self, payload=b""):
         """Send a ping; returns an :class:`threading.Event` set when the matching pong arrives."""
@@ -202,11 +267,14 @@ class WebSocket:
         if isinstance(payload, str):
             payload = payload.encode("utf-8")
         waiter = threading.Event()
-        with self._lock:
-            if self._transport_closed:
-                raise ConnectionClosed(self._proto.close_code, self._proto.close_reason)
-            self._write(self._proto.send_ping(payload))
-            self._pong_waiters[bytes(payload)] = waiter
+        try:
+            with self._lock:
+                if self._transport_closed:
+                    raise ConnectionClosed(self._proto.close_code, self._proto.close_reason)
+                self._write(self._proto.send_ping(payload))
+                self._pong_waiters[bytes(payload)] = waiter
+        finally:
+            self._run_close_callbacks()
         return waiter
 
     def _write(self, data):
@@ -265,10 +333,13 @@ class WebSocket:
                 return
             yield message
 
-    def _pull(self):
+    def _pull(self, accept=True):
         # Read whatever the socket already holds, without blocking. If another thread is reading,
         # it will queue what arrives: report what is queued now.
-        self._ensure_accepted()
+        if accept:
+            self._ensure_accepted()
+        elif not self.accepted:
+            return
         if not self._recv_lock.acquire(blocking=False):
             return
         try:
@@ -327,6 +398,7 @@ class WebSocket:
                 if not self._closing_locally:
                     self._messages.append(event)
             elif isinstance(event, Pong):
+                self.ping_sent = None
                 waiter = self._pong_waiters.pop(event.payload, None)
                 if waiter is not None:
                     waiter.set()
@@ -335,6 +407,7 @@ class WebSocket:
                     logger.info("WebSocket failed with %s: %s", proto.failure.code, proto.failure)
         if proto.state is State.CLOSED:
             self._finish_transport()
+        self._run_close_callbacks()
 
     # --- closing ------------------------------------------------------------------------------
 
@@ -345,19 +418,8 @@ class WebSocket:
         connection. The reason is cut to 123 bytes of UTF-8 (RFC 6455 §5.5).
         """
         self._ensure_accepted()
-        with self._lock:
-            if self._transport_closed:
-                return
-            frame = self._proto.send_close(code, reason)
-            self._closing_locally = True
-            if frame:
-                self._close_deadline = time.monotonic() + self.close_timeout
-                try:
-                    self._sock.sendall(frame)
-                except OSError:
-                    self._lost_locked()
-                    return
-        self._messages.clear()
+        if not self.start_close(code, reason):
+            return
         if self._proto.state is State.CLOSED:
             self._finish_transport()
             return
@@ -369,9 +431,52 @@ class WebSocket:
             finally:
                 self._recv_lock.release()
 
+    def start_close(self, code=CloseCode.NORMAL_CLOSURE, reason=""):
+        """Send the close frame (once) without waiting for the answer; False if already ended.
+
+        Whoever reads the connection next (the view's ``wait``, or :meth:`close`) completes the
+        closing handshake, bounded by ``close_timeout``.
+        """
+        with self._lock:
+            if self._transport_closed or not self.accepted:
+                return False
+            frame = self._proto.send_close(code, reason)
+            self._closing_locally = True
+            lost = False
+            if frame:
+                self._close_deadline = time.monotonic() + self.close_timeout
+                try:
+                    self._sock.sendall(frame)
+                except OSError:
+                    self._lost_locked()
+                    lost = True
+        if lost:
+            self._run_close_callbacks()
+            return False
+        self._messages.clear()
+        return True
+
+    def fail(self, code, reason=""):
+        """Fail the connection (RFC 6455 §7.1.7): send a close frame with ``code`` and end the TCP
+        connection at once, without waiting for the peer's answer. A view blocked in ``wait()``
+        wakes up and gets None."""
+        with self._lock:
+            if self._transport_closed or not self.accepted:
+                return
+            logger.info("WebSocket %s failed with %s: %s", self.handshake.path, code, reason)
+            self._proto.fail(ProtocolError(reason, code=code))
+            data = self._proto.data_to_send()
+            try:
+                self._sock.sendall(data)
+            except OSError:
+                pass
+            self._close_socket()
+        self._run_close_callbacks()
+
     def _lost(self):
         with self._lock:
             self._lost_locked()
+        self._run_close_callbacks()
 
     def _lost_locked(self):
         # The peer went away without a close handshake (RFC 6455 §7.1.5: code 1006).
@@ -383,6 +488,7 @@ class WebSocket:
             logger.info("WebSocket peer did not answer the close frame within %ss", self.close_timeout)
             self._proto.receive_eof()
             self._close_socket()
+        self._run_close_callbacks()
 
     def _finish_transport(self):
         # The close handshake is over, or the connection failed: the server closes the TCP
@@ -409,6 +515,7 @@ class WebSocket:
             pass
         with self._lock:
             self._close_socket()
+        self._run_close_callbacks()
 
     def _close_socket(self):
         if self._transport_closed:
@@ -423,9 +530,29 @@ class WebSocket:
             except (KeyError, ValueError, OSError):
                 pass
         try:
+            # Shut down as well as close: a server may hold other references to the socket
+            # (buffered reader and writer files), which would keep the connection open.
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        try:
             self._sock.close()
         except OSError:
             pass
+        with _open_lock:
+            _open.discard(self)
+
+    def _run_close_callbacks(self):
+        # Run after the connection's lock is released, so that a callback may take other locks.
+        if not self._transport_closed or not self._close_callbacks:
+            return
+        with _open_lock:
+            callbacks, self._close_callbacks = self._close_callbacks, []
+        for callback in callbacks:
+            try:
+                callback(self)
+            except Exception:
+                logger.exception("Error in a close callback of %r", self)
 
     def __repr__(self):
         state = "pending" if self._proto is None else self._proto.state.name.lower()
