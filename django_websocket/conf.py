@@ -19,6 +19,24 @@ DEFAULTS = {
     "WEBSOCKET_COMPRESSION": True,
     # Seconds to wait for the peer's close frame after ours, then for its TCP close.
     "WEBSOCKET_CLOSE_TIMEOUT": 5.0,
+    # Origins allowed to open connections: None checks the Origin's host against ALLOWED_HOSTS;
+    # else a list of origins such as "https://example.com" or "https://*.example.com", or ["*"].
+    "WEBSOCKET_ALLOWED_ORIGINS": None,
+    # Refuse handshakes without an Origin header (non-browser clients send none).
+    "WEBSOCKET_REQUIRE_ORIGIN": False,
+    # At most this many open WebSocket connections per process (None: no cap); above: 503.
+    "WEBSOCKET_MAX_CONNECTIONS": None,
+    # Limits on the opening handshake's headers: total bytes of names and values, and count.
+    "WEBSOCKET_MAX_HEADER_SIZE": 32768,
+    "WEBSOCKET_MAX_HEADERS": 100,
+    # Seconds a client has to send its whole request (development server); slowloris guard.
+    "WEBSOCKET_HANDSHAKE_TIMEOUT": 10.0,
+    # Seconds a send may block on a client that stopped reading before the socket is closed.
+    "WEBSOCKET_SEND_TIMEOUT": 30.0,
+    # Ping after this many seconds without receiving anything (None: no keepalive) ...
+    "WEBSOCKET_PING_INTERVAL": 20.0,
+    # ... and fail the connection with 1011 when nothing arrives this many seconds after the ping.
+    "WEBSOCKET_PING_TIMEOUT": 20.0,
 }
 
 

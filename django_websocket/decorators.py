@@ -45,7 +45,8 @@ def accept_websocket(view=None, **options):
     """The view serves both plain HTTP (``request.websocket`` is None) and WebSocket requests.
 
     Usable bare (``@accept_websocket``) or with options overriding the settings for this view:
-    ``max_message_size``, ``max_frame_size``, ``subprotocols``, ``compression``.
+    ``max_message_size``, ``max_frame_size``, ``subprotocols``, ``compression``, and
+    ``allowed_origins`` (e.g. ``["*"]`` for a public endpoint open to every site).
     """
     return _decorator(view, options, required=False)
 

@@ -3,13 +3,15 @@ and the middleware, so that each request is set up once and finished once)."""
 
 import logging
 
+from django.db import close_old_connections
 from django.http import HttpResponse
 
 from .conf import settings
 from .exceptions import ConnectionClosed, HandshakeError
 from .frames import CloseCode
 from .handshake import is_websocket_request, read_request
-from .websocket import ENVIRON_KEY, WebSocket
+from .origin import check_origin
+from .websocket import ENVIRON_KEY, WebSocket, is_shutting_down, open_connections
 
 logger = logging.getLogger("django_websocket")
 
@@ -21,7 +23,24 @@ VIEW_OPTIONS = {
     "max_frame_size": "WEBSOCKET_MAX_FRAME_SIZE",
     "subprotocols": "WEBSOCKET_SUBPROTOCOLS",
     "compression": "WEBSOCKET_COMPRESSION",
+    "allowed_origins": "WEBSOCKET_ALLOWED_ORIGINS",
 }
+
+
+class DjangoWebSocket(WebSocket):
+    """``request.websocket``: the connection, with what a long-lived Django view needs."""
+
+    def wait(self, timeout=None):
+        message = super().wait(timeout)
+        # A view may live for hours: give each message the fresh database connection a new
+        # request would get (CONN_MAX_AGE, connections the server dropped).
+        close_old_connections()
+        return message
+
+    def read(self, fallback=None):
+        message = super().read(fallback)
+        close_old_connections()
+        return message
 
 
 class _State:
@@ -62,7 +81,9 @@ def prepare(request, options=None):
 
 def _open(request, environ):
     try:
-        handshake = read_request(environ)
+        handshake = read_request(
+            environ, max_header_size=settings.WEBSOCKET_MAX_HEADER_SIZE, max_headers=settings.WEBSOCKET_MAX_HEADERS
+        )
     except HandshakeError as exc:
         logger.warning("Bad WebSocket handshake for %s: %s", request.path, exc)
         return error_response(exc.status, str(exc), exc.headers)
@@ -74,7 +95,7 @@ def _open(request, environ):
             request.path,
         )
         return error_response(501, "This server cannot upgrade connections to WebSocket.")
-    request.websocket = WebSocket(
+    request.websocket = DjangoWebSocket(
         handshake,
         handover,
         max_message_size=settings.WEBSOCKET_MAX_MESSAGE_SIZE,
@@ -82,7 +103,38 @@ def _open(request, environ):
         subprotocols=settings.WEBSOCKET_SUBPROTOCOLS,
         compression=settings.WEBSOCKET_COMPRESSION,
         close_timeout=settings.WEBSOCKET_CLOSE_TIMEOUT,
+        send_timeout=settings.WEBSOCKET_SEND_TIMEOUT,
+        ping_interval=settings.WEBSOCKET_PING_INTERVAL,
+        ping_timeout=settings.WEBSOCKET_PING_TIMEOUT,
     )
+    request.websocket.allowed_origins = settings.WEBSOCKET_ALLOWED_ORIGINS
+    return None
+
+
+def refusal(request):
+    """The HTTP response refusing the handshake by policy (origin, capacity, shutdown), or None.
+
+    Checked just before the view runs, once the view's own options are known. Each refusal is
+    logged with its reason: a silent 403 costs users days.
+    """
+    websocket = request.websocket
+    if is_shutting_down():
+        return error_response(503, "The server is shutting down.")
+    reason = check_origin(
+        websocket.handshake.origin,
+        secure=request.is_secure(),
+        allowed_origins=websocket.allowed_origins,
+        require_origin=settings.WEBSOCKET_REQUIRE_ORIGIN,
+    )
+    if reason is not None:
+        logger.warning(
+            "Refused WebSocket handshake to %s from origin %r: %s", request.path, websocket.handshake.origin, reason
+        )
+        return error_response(403, f"Origin refused: {reason}.")
+    cap = settings.WEBSOCKET_MAX_CONNECTIONS
+    if cap is not None and open_connections() >= cap:
+        logger.warning("Refused WebSocket handshake to %s: %d connections open (cap %d)", request.path, cap, cap)
+        return error_response(503, "Too many WebSocket connections; try again later.")
     return None
 
 
@@ -101,6 +153,10 @@ def serve(request, view, args, kwargs):
     """
     state = getattr(request, _STATE)
     websocket = request.websocket
+    refused = refusal(request)
+    if refused is not None:
+        state.served = True
+        return refused
     try:
         response = view(request, *args, **kwargs)
     except ConnectionClosed:

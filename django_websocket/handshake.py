@@ -10,7 +10,7 @@ import binascii
 import hashlib
 import re
 
-from .exceptions import BadRequest, UnsupportedVersion
+from .exceptions import BadRequest, HeadersTooLarge, UnsupportedVersion
 
 __all__ = [
     "GUID",
@@ -65,15 +65,27 @@ class Request:
         return f"<Request {self.path!r} subprotocols={self.subprotocols!r}>"
 
 
-def read_request(environ):
+def read_request(environ, *, max_header_size=None, max_headers=None):
     """Validate the client's opening handshake (RFC 6455 §4.2.1) and return a :class:`Request`.
 
-    Raises :class:`BadRequest` (400) for a malformed request and :class:`UnsupportedVersion`
-    (426, with ``Sec-WebSocket-Version: 13``) for a version other than 13.
+    Raises :class:`BadRequest` (400) for a malformed request, :class:`UnsupportedVersion` (426,
+    with ``Sec-WebSocket-Version: 13``) for a version other than 13, and :class:`HeadersTooLarge`
+    (431) when the headers exceed ``max_header_size`` bytes or ``max_headers`` in number.
     """
+    count = size = 0
     for name, value in environ.items():
-        if name.startswith("HTTP_") and isinstance(value, str) and _CONTROL.search(value):
+        if not name.startswith("HTTP_") or not isinstance(value, str):
+            continue
+        count += 1
+        size += len(name) - 5 + len(value)
+        # RFC 7230 §3.2: field values never contain CR, LF or NUL; a server that let them
+        # through could be made to split or forge headers.
+        if _CONTROL.search(value):
             raise BadRequest(f"control character in the {_header_name(name)} header")
+    if max_headers is not None and count > max_headers:
+        raise HeadersTooLarge(f"{count} headers, more than the limit of {max_headers}")
+    if max_header_size is not None and size > max_header_size:
+        raise HeadersTooLarge(f"{size} bytes of headers, more than the limit of {max_header_size}")
     # §4.2.1 item 1: "An HTTP/1.1 or higher GET request".
     if environ.get("REQUEST_METHOD") != "GET":
         raise BadRequest("the opening handshake must be a GET request")

@@ -194,6 +194,7 @@ class WebSocket:
         )
         sock, leftover = self._handover.take()
         self._sock = sock
+        self.last_received = time.monotonic()
         # Reads only happen once the socket is readable, so this timeout bounds sends: a client
         # that stops reading cannot hold a thread or greenlet forever (the socket is then closed).
         sock.settimeout(self.send_timeout)
@@ -210,7 +211,6 @@ class WebSocket:
             except OSError:
                 self._lost()
                 return
-        self.last_received = time.monotonic()
         if leftover:
             self._feed(leftover)
 

@@ -23,7 +23,7 @@ class ThreadServer:
 
     def __init__(self, handler=None):
         from django.core.handlers.wsgi import WSGIHandler
-        from django.core.servers.basehttp import QuietWSGIRequestHandler
+        from django.test.testcases import QuietWSGIRequestHandler
 
         from django_websocket.servers.devserver import ThreadedWebSocketWSGIServer
 

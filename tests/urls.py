@@ -16,4 +16,7 @@ urlpatterns = [
     path("finished", views.finished_count),
     path("last-results", views.last_results),
     path("cbv", views.EchoView.as_view()),
+    path("public", views.public),
+    path("server-close-long", views.server_close_long),
+    path("flood", views.flood),
 ]

@@ -137,3 +137,27 @@ class EchoView(View):
             return HttpResponse("class-based, plain http")
         for message in request.websocket:
             request.websocket.send(message)
+
+
+# Things views report to the in-process tests (tests/test_safety.py).
+EVENTS = []
+
+
+@require_websocket(allowed_origins=["*"])
+def public(request):
+    request.websocket.send("public")
+
+
+@require_websocket
+def server_close_long(request):
+    request.websocket.close(4000, "é" * 200)
+
+
+@require_websocket
+def flood(request):
+    # Sends until the client (which never reads) makes a send time out.
+    try:
+        for _ in range(100_000):
+            request.websocket.send("x" * 65536)
+    finally:
+        EVENTS.append("flood-ended")

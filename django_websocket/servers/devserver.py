@@ -3,6 +3,7 @@
 
 from django.core.servers.basehttp import ThreadedWSGIServer, WSGIRequestHandler, WSGIServer
 
+from ..conf import settings
 from ..websocket import ENVIRON_KEY, Handover
 
 __all__ = [
@@ -45,6 +46,9 @@ class WebSocketRequestHandlerMixin:
     """Adds a :class:`~django_websocket.websocket.Handover` to each request's environ."""
 
     def setup(self):
+        # Bounds each read of the request, so that a client sending its headers byte by byte
+        # (slowloris) is dropped; the WebSocket sets its own timeouts once it takes over.
+        self.timeout = settings.WEBSOCKET_HANDSHAKE_TIMEOUT
         super().setup()
         self.wfile = _UpgradableWriter(self.wfile)
 
