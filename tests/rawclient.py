@@ -60,8 +60,13 @@ class RawClient:
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
         body = b""
-        if status != 101:
-            length = int(headers.get("content-length", 0))
+        if status != 101 and "content-length" not in headers:
+            # No length: the body ends with the connection.
+            while chunk := self.sock.recv(65536):
+                self.buf += chunk
+            body, self.buf = self.buf, b""
+        elif status != 101:
+            length = int(headers["content-length"])
             while len(self.buf) < length:
                 chunk = self.sock.recv(65536)
                 if not chunk:

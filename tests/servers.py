@@ -38,7 +38,7 @@ def wait_for_port(port, proc, timeout=20.0):
 class ServerProcess:
     """A server subprocess whose output goes to a file the tests can read."""
 
-    def __init__(self, name, argv, port, env=None):
+    def __init__(self, name, argv, port, env=None, cwd=ROOT):
         self.name = name
         self.port = port
         self.host = "127.0.0.1"
@@ -49,7 +49,7 @@ class ServerProcess:
         full_env.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
         full_env.update(env or {})
         self.proc = subprocess.Popen(
-            argv, cwd=ROOT, env=full_env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+            argv, cwd=cwd, env=full_env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
         )
         try:
             wait_for_port(port, self.proc)

@@ -17,6 +17,9 @@ urlpatterns = [
     path("last-results", views.last_results),
     path("cbv", views.EchoView.as_view()),
     path("public", views.public),
+    path("undecorated-echo", views.undecorated_echo),
+    path("plain-no-middleware", views.plain_no_middleware),
+    path("same-object", views.same_object),
     path("server-close-long", views.server_close_long),
     path("flood", views.flood),
 ]

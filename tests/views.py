@@ -161,3 +161,25 @@ def flood(request):
             request.websocket.send("x" * 65536)
     finally:
         EVENTS.append("flood-ended")
+
+
+def undecorated_echo(request):
+    # No decorator: served only with WebSocketMiddleware and WEBSOCKET_ACCEPT_ALL = True.
+    if not request.is_websocket():
+        return HttpResponse("undecorated, plain http")
+    for message in request.websocket:
+        request.websocket.send(message)
+
+
+def plain_no_middleware(request):
+    return HttpResponse("plain, no middleware")
+
+
+@accept_websocket
+@accept_websocket
+def same_object(request):
+    # Decorated twice, with the middleware too: one WebSocket object, one handshake.
+    websocket = request.websocket
+    for message in websocket:
+        assert request.websocket is websocket
+        websocket.send(message)
