@@ -80,7 +80,7 @@ def is_valid_close_code(code, *, sending=False):
 # small payloads; for large ones, four 256-byte translation tables applied to the four strided
 # slices of the payload run at C speed with no big-integer arithmetic.
 _XOR_TABLES = [bytes(b ^ k for b in range(256)) for k in range(256)]
-_TRANSLATE_THRESHOLD = 4096
+_TRANSLATE_THRESHOLD = 8192  # measured crossover: both take ~18 µs at 8 KiB
 
 
 def _mask_int(data, mask):
