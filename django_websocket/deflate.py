@@ -94,7 +94,9 @@ class PerMessageDeflate:
                     raise MessageTooBig("message inflates past the size limit")
         except zlib.error as exc:
             raise InvalidPayload(f"invalid compressed data: {exc}") from None
-        if end and self.client_no_context_takeover:
+        # RFC 7692 §7.2.3.3: a message may end with a BFINAL block, which ends the DEFLATE stream;
+        # zlib would then ignore all later input, so the next message needs a new inflater.
+        if end and (self.client_no_context_takeover or decoder.eof):
             self._decoder = None
         return out
 
