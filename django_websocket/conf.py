@@ -37,6 +37,14 @@ DEFAULTS = {
     "WEBSOCKET_PING_INTERVAL": 20.0,
     # ... and fail the connection with 1011 when nothing arrives this many seconds after the ping.
     "WEBSOCKET_PING_TIMEOUT": 20.0,
+    # Groups (django_websocket.groups): the backend carrying group messages, and its options.
+    # The keys given in a project's setting override these; see docs/topics/groups.rst.
+    "WEBSOCKET_GROUPS": {
+        "BACKEND": "django_websocket.groups.memory.MemoryGroupBackend",
+        # Group messages queued per socket at most; a socket that falls further behind is too
+        # slow for its groups and is closed with 1008.
+        "QUEUE_SIZE": 1000,
+    },
 }
 
 

@@ -9,6 +9,7 @@ from django.http import HttpResponse
 from .conf import settings
 from .exceptions import ConnectionClosed, HandshakeError
 from .frames import CloseCode
+from .groups import GroupsMixin
 from .handshake import is_websocket_request, read_request
 from .origin import check_origin
 from .websocket import ENVIRON_KEY, WebSocket, is_shutting_down, open_connections
@@ -27,8 +28,9 @@ VIEW_OPTIONS = {
 }
 
 
-class DjangoWebSocket(WebSocket):
-    """``request.websocket``: the connection, with what a long-lived Django view needs."""
+class DjangoWebSocket(GroupsMixin, WebSocket):
+    """``request.websocket``: the connection, with what a long-lived Django view needs
+    (``join`` and ``leave`` of groups come from :class:`~django_websocket.groups.GroupsMixin`)."""
 
     def wait(self, timeout=None):
         message = super().wait(timeout)

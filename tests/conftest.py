@@ -54,3 +54,7 @@ def thread_server():
     yield start
     for srv in servers:
         srv.stop()
+
+
+# A real redis-server for the group tests (tests/redis_fixture.py).
+from tests.redis_fixture import fresh_redis, redis_server  # noqa: E402, F401

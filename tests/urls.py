@@ -23,3 +23,12 @@ urlpatterns = [
     path("server-close-long", views.server_close_long),
     path("flood", views.flood),
 ]
+
+# Groups (tests/test_groups.py, tests/test_groups_redis.py); their views are in tests/group_views.py.
+from . import group_views  # noqa: E402
+
+urlpatterns += [
+    path("groups/member", group_views.member),
+    path("groups/send", group_views.send),
+    path("groups/members", group_views.members),
+]

@@ -1,0 +1,125 @@
+"""Groups: send a message to many sockets at once, from any code.
+
+A socket's view puts it in groups with ``request.websocket.join("room:42")`` (and
+``leave``); membership ends by itself when the socket closes. Any code (another view, a signal
+handler, a management command, a task queue worker) then sends to every member::
+
+    from django_websocket import groups
+
+    groups.send("room:42", "hello")            # str: a text message, bytes: binary
+    groups.send_json("room:42", {"n": 1}, exclude=request.websocket)
+
+Sending never waits for a client: each member socket has a bounded queue and a sender thread.
+The backend (``WEBSOCKET_GROUPS["BACKEND"]``) decides how far a message goes: the sockets of
+this process (in-memory, the default) or of every process on one Redis server (Redis).
+"""
+
+import json
+import os
+import threading
+import uuid
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.utils.module_loading import import_string
+
+from ..conf import DEFAULTS, settings
+from ..websocket import WebSocket
+from .base import BackendUnavailable, validate_group
+
+__all__ = ["send", "send_json", "get_backend", "GroupsMixin", "GroupWebSocket", "BackendUnavailable"]
+
+_backend = None
+_backend_lock = threading.Lock()
+
+
+def _config():
+    config = {**DEFAULTS["WEBSOCKET_GROUPS"], **settings.WEBSOCKET_GROUPS}
+    try:
+        cls = import_string(config["BACKEND"])
+    except ImportError as exc:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(f"WEBSOCKET_GROUPS['BACKEND'] {config['BACKEND']!r}: {exc}") from exc
+    return cls, {**getattr(cls, "default_config", {}), **config}
+
+
+def get_backend():
+    """The group backend of this process, built from ``WEBSOCKET_GROUPS`` (read at each call:
+    a change of the setting, or a fork, gives a new backend)."""
+    global _backend
+    cls, config = _config()
+    backend = _backend
+    pid = os.getpid()
+    if backend is not None and backend.pid == pid and backend.config == config:
+        return backend
+    with _backend_lock:
+        backend = _backend
+        if backend is None or backend.pid != pid or backend.config != config:
+            if backend is not None and backend.pid == pid:
+                backend.close()
+            # After a fork the parent's backend is left alone: its threads did not follow.
+            backend = _backend = cls(config)
+    return backend
+
+
+def _exclude_ids(exclude):
+    if exclude is None:
+        return frozenset()
+    if isinstance(exclude, (str, GroupsMixin)):
+        exclude = (exclude,)
+    return frozenset(item if isinstance(item, str) else item.id for item in exclude)
+
+
+def send(group, message, *, exclude=None):
+    """Send ``message`` to every socket in ``group``: a ``str`` as text, bytes as binary.
+
+    ``exclude`` is a socket (``request.websocket``), its ``id``, or an iterable of them, that
+    will not get the message (the sender, typically). Returns once the message is handed to the
+    backend, never waiting for a client. Raises :class:`BackendUnavailable` when the backend
+    cannot carry it (Redis down): then nobody gets it.
+    """
+    validate_group(group)
+    if isinstance(message, (bytearray, memoryview)):
+        message = bytes(message)  # a copy: the caller may reuse its buffer once we return
+    elif not isinstance(message, (str, bytes)):
+        raise TypeError(f"a group message is str or bytes, not {type(message).__name__}: see send_json()")
+    get_backend().send(group, message, _exclude_ids(exclude))
+
+
+def send_json(group, data, *, exclude=None, cls=DjangoJSONEncoder, **kwargs):
+    """Send ``data`` encoded as JSON in a text message (dates, decimals and UUIDs included)."""
+    send(group, json.dumps(data, cls=cls, **kwargs), exclude=exclude)
+
+
+class GroupsMixin:
+    """Gives a :class:`~django_websocket.websocket.WebSocket` ``join``, ``leave``, ``groups``
+    and an ``id`` unique across processes (what ``exclude`` matches)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.id = uuid.uuid4().hex
+        self._group_backend = None
+
+    def join(self, group):
+        """Put this socket in ``group`` (accepting the connection first if needed)."""
+        if not self.accepted:
+            self.accept()
+        backend = get_backend()
+        self._group_backend = backend
+        backend.join(group, self)
+
+    def leave(self, group):
+        """Take this socket out of ``group``; leaving a group it is not in does nothing."""
+        if self._group_backend is not None:
+            self._group_backend.leave(group, self)
+
+    @property
+    def groups(self):
+        """The groups this socket is in."""
+        if self._group_backend is None:
+            return frozenset()
+        return self._group_backend.groups_of(self)
+
+
+class GroupWebSocket(GroupsMixin, WebSocket):
+    """A :class:`~django_websocket.websocket.WebSocket` that can join groups."""

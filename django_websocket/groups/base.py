@@ -1,0 +1,226 @@
+"""What every group backend shares: the sockets of this process that joined groups, and their
+outgoing queues.
+
+A backend carries a group message to every process that may hold members (the in-memory backend:
+only this one; Redis: all of them), and each process then hands it to its own members with
+:meth:`BaseGroupBackend.deliver`. Delivery never blocks the sender: each member socket has a
+bounded :class:`Outbox` emptied by a sender thread of its own (a greenlet under gevent's
+monkey-patching), which writes through the socket's thread-safe ``send``. A socket whose outbox
+overflows cannot keep up; it is closed with 1008 instead of letting memory grow.
+"""
+
+import collections
+import logging
+import os
+import threading
+
+from ..exceptions import ConnectionClosed, WebSocketError
+from ..frames import CloseCode
+
+__all__ = ["BaseGroupBackend", "BackendUnavailable", "Outbox", "validate_group"]
+
+logger = logging.getLogger("django_websocket.groups")
+
+#: Longest group name accepted, in characters (names travel with every message on Redis).
+MAX_GROUP_NAME = 200
+
+
+class BackendUnavailable(WebSocketError):
+    """The group backend cannot carry a message now (for example, Redis is down).
+
+    Raised by :func:`django_websocket.groups.send`; nothing was sent to anyone.
+    """
+
+
+def validate_group(group):
+    if not isinstance(group, str):
+        raise TypeError(f"a group name must be a str, not {type(group).__name__}")
+    if not 0 < len(group) <= MAX_GROUP_NAME:
+        raise ValueError(f"a group name must have 1 to {MAX_GROUP_NAME} characters, not {len(group)}")
+    return group
+
+
+class Outbox:
+    """The group messages waiting to go out on one socket, and the thread that sends them.
+
+    ``put`` never blocks: past ``limit`` queued messages the socket is deemed too slow, the
+    queue is dropped and the connection failed with 1008 (by another thread, since failing it
+    may wait on a send in progress, bounded by the socket's send timeout).
+    """
+
+    def __init__(self, websocket, limit, on_done):
+        self.websocket = websocket
+        self.limit = limit
+        self.groups = set()  # guarded by the backend's lock
+        self._on_done = on_done  # called once the outbox is finished, to drop the membership
+        self._queue = collections.deque()
+        self._ready = threading.Condition(threading.Lock())
+        self._finished = False
+        self._thread = threading.Thread(
+            target=self._run, name=f"websocket-group-sender-{websocket.id[:8]}", daemon=True
+        )
+        self._thread.start()
+
+    def put(self, message):
+        """Queue ``message``; False if the outbox is finished or just overflowed."""
+        with self._ready:
+            if self._finished:
+                return False
+            if len(self._queue) < self.limit:
+                self._queue.append(message)
+                self._ready.notify()
+                return True
+            self._finished = True
+            self._queue.clear()
+            self._ready.notify()
+        logger.warning(
+            "WebSocket %s is too slow for its group messages (%d queued): closing it with 1008",
+            self.websocket.id,
+            self.limit,
+        )
+        self._on_done(self.websocket)
+        threading.Thread(
+            target=self._fail, args=("too slow for group messages",), name="websocket-group-closer", daemon=True
+        ).start()
+        return False
+
+    def finish(self):
+        """Stop sending (the socket closed or was discarded); queued messages are dropped."""
+        with self._ready:
+            self._finished = True
+            self._queue.clear()
+            self._ready.notify()
+
+    def __len__(self):
+        return len(self._queue)
+
+    def _fail(self, reason):
+        try:
+            self.websocket.fail(CloseCode.POLICY_VIOLATION, reason)
+        except Exception:  # the connection may already be gone in any way: nothing left to do
+            logger.debug("Failing slow WebSocket %s", self.websocket.id, exc_info=True)
+
+    def _run(self):
+        websocket = self.websocket
+        while True:
+            with self._ready:
+                while not self._queue and not self._finished:
+                    self._ready.wait()
+                if self._finished:
+                    return
+                message = self._queue.popleft()
+            try:
+                websocket.send(message)
+            except ConnectionClosed:
+                break
+            except Exception:
+                logger.exception("Sending a group message to WebSocket %s failed", websocket.id)
+                break
+        self.finish()
+        self._on_done(websocket)
+
+
+class BaseGroupBackend:
+    """Membership of this process's sockets and local delivery; subclasses implement :meth:`send`.
+
+    ``config`` is the ``WEBSOCKET_GROUPS`` setting merged with the defaults.
+    """
+
+    def __init__(self, config):
+        self.config = config
+        self.pid = os.getpid()
+        self._lock = threading.Lock()
+        # group -> tuple of outboxes, replaced (never mutated) on join and leave, so that
+        # delivery reads a consistent snapshot without taking the lock.
+        self._groups = {}
+        self._outboxes = {}  # websocket -> Outbox
+
+    # --- membership (called through request.websocket.join / leave) -------------------------
+
+    def join(self, group, websocket):
+        validate_group(group)
+        with self._lock:
+            outbox = self._outboxes.get(websocket)
+            first = outbox is None
+            if first:
+                # Read at call time, like every setting.
+                outbox = Outbox(websocket, self.config["QUEUE_SIZE"], self.discard)
+                self._outboxes[websocket] = outbox
+            if group not in outbox.groups:
+                outbox.groups.add(group)
+                self._groups[group] = self._groups.get(group, ()) + (outbox,)
+        if first:
+            websocket.add_close_callback(self.discard)
+        if websocket.closed:
+            # It closed meanwhile: its close callbacks may already have run.
+            self.discard(websocket)
+            raise ConnectionClosed(websocket.close_code, websocket.close_reason)
+        self.joined(group)
+
+    def leave(self, group, websocket):
+        with self._lock:
+            outbox = self._outboxes.get(websocket)
+            if outbox is None or group not in outbox.groups:
+                return
+            outbox.groups.discard(group)
+            self._remove(group, outbox)
+
+    def discard(self, websocket):
+        """End every membership of ``websocket`` and stop its sender (it closed)."""
+        with self._lock:
+            outbox = self._outboxes.pop(websocket, None)
+            if outbox is None:
+                return
+            for group in outbox.groups:
+                self._remove(group, outbox)
+            outbox.groups = set()
+        outbox.finish()
+
+    def _remove(self, group, outbox):
+        members = tuple(member for member in self._groups.get(group, ()) if member is not outbox)
+        if members:
+            self._groups[group] = members
+        else:
+            self._groups.pop(group, None)
+
+    def groups_of(self, websocket):
+        with self._lock:
+            outbox = self._outboxes.get(websocket)
+            return frozenset(outbox.groups) if outbox is not None else frozenset()
+
+    def local_members(self, group):
+        """How many sockets of this process are in ``group``."""
+        return len(self._groups.get(group, ()))
+
+    # --- sending ------------------------------------------------------------------------------
+
+    def send(self, group, message, exclude=frozenset()):
+        """Send ``message`` (str or bytes) to every member of ``group``, in any process the
+        backend reaches, except the sockets whose ids are in ``exclude``. Never blocks on a
+        client; raises :class:`BackendUnavailable` when the message cannot be carried."""
+        raise NotImplementedError
+
+    def deliver(self, group, message, exclude=frozenset()):
+        """Queue ``message`` for this process's members of ``group``; returns how many."""
+        count = 0
+        for outbox in self._groups.get(group, ()):
+            if exclude and outbox.websocket.id in exclude:
+                continue
+            if outbox.put(message):
+                count += 1
+        return count
+
+    # --- life cycle ---------------------------------------------------------------------------
+
+    def joined(self, group):
+        """Called after a socket of this process joined ``group`` (the Redis backend starts its
+        listener on the first join)."""
+
+    def close(self):
+        """Drop every membership and stop the backend's threads (settings changed, tests)."""
+        with self._lock:
+            outboxes = list(self._outboxes.values())
+            self._outboxes.clear()
+            self._groups.clear()
+        for outbox in outboxes:
+            outbox.finish()

@@ -1,0 +1,59 @@
+"""Views of the group tests (tests/test_groups.py, tests/test_groups_redis.py)."""
+
+import json
+
+from django.http import HttpResponse
+
+from django_websocket import groups, require_websocket
+
+
+@require_websocket
+def member(request):
+    """Joins the groups of ``?join=a,b``, answers ``{"joined": [...], "id": ...}``, then obeys
+    JSON commands while group messages reach the client through the socket's own send path:
+
+    ``{"send": group, "message": str, "binary": bool, "exclude_self": bool, "ack": bool}``,
+    ``{"send_json": group, "data": ...}``, ``{"join": group}``, ``{"leave": group}`` (these two
+    answer ``{"groups": [...]}``). A failed send answers ``{"error": ..., "type": ...}``.
+    """
+    ws = request.websocket
+    for group in filter(None, request.GET.get("join", "").split(",")):
+        ws.join(group)
+    ws.send(json.dumps({"joined": sorted(ws.groups), "id": ws.id}))
+    for command in ws:
+        command = json.loads(command)
+        try:
+            if "send" in command:
+                message = command["message"]
+                if command.get("binary"):
+                    message = message.encode("utf-8")
+                groups.send(command["send"], message, exclude=ws if command.get("exclude_self") else None)
+                if "ack" in command:
+                    ws.send(json.dumps({"ack": command.get("ack")}))
+            elif "send_json" in command:
+                groups.send_json(command["send_json"], command["data"])
+            elif "join" in command:
+                ws.join(command["join"])
+                ws.send(json.dumps({"groups": sorted(ws.groups)}))
+            elif "leave" in command:
+                ws.leave(command["leave"])
+                ws.send(json.dumps({"groups": sorted(ws.groups)}))
+        except groups.BackendUnavailable as exc:
+            ws.send(json.dumps({"error": str(exc), "type": type(exc).__name__}))
+
+
+def send(request):
+    """``groups.send`` from a plain HTTP view: 200, or 503 with the error when the backend is down."""
+    message = request.GET["message"]
+    if request.GET.get("binary"):
+        message = message.encode("utf-8")
+    try:
+        groups.send(request.GET["group"], message)
+    except groups.BackendUnavailable as exc:
+        return HttpResponse(str(exc), status=503, content_type="text/plain")
+    return HttpResponse("sent", content_type="text/plain")
+
+
+def members(request):
+    """How many sockets of this process are in ``?group=``."""
+    return HttpResponse(str(groups.get_backend().local_members(request.GET["group"])), content_type="text/plain")

@@ -1,0 +1,259 @@
+"""Groups on the in-memory backend: join, leave, send from anywhere, slow consumers.
+
+Most tests run the dev server in a thread of the test process (``thread_server``), so that the
+test itself calls ``groups.send`` the way a signal handler or another view would, and so that
+``override_settings`` applies. ``test_groups_on_every_server`` runs the same path on each real
+server subprocess (tests/servers.py), gevent's monkey-patched greenlets included.
+"""
+
+import datetime
+import decimal
+import json
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.test import override_settings
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from django_websocket import groups
+from django_websocket.groups.memory import MemoryGroupBackend
+from tests.rawclient import RawClient
+
+TIMEOUT = 10
+
+
+def member(server, join=(), **kwargs):
+    """A client of the member view (tests/group_views.py), once it has joined ``join``."""
+    # legacy=True: tests hold several connections at once, closed in finally blocks.
+    ws = connect(f"{server.url}/groups/member?join={','.join(join)}", open_timeout=TIMEOUT, legacy=True, **kwargs)
+    hello = json.loads(ws.recv(timeout=TIMEOUT))
+    assert hello["joined"] == sorted(join)
+    ws.member_id = hello["id"]
+    return ws
+
+
+def command(ws, **command):
+    ws.send(json.dumps(command))
+
+
+def local_members(group):
+    return groups.get_backend().local_members(group)
+
+
+def wait_until(predicate, timeout=TIMEOUT, message="condition"):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{message} still false after {timeout}s")
+        time.sleep(0.02)
+
+
+def test_send_reaches_every_member_as_text_or_binary(thread_server):
+    server = thread_server()
+    clients = [member(server, ["room:1"]) for _ in range(3)]
+    outsider = member(server, ["room:2"])
+    try:
+        groups.send("room:1", "héllo ✓")
+        groups.send("room:1", b"\x00\x01\xff")
+        groups.send("room:1", bytearray(b"buffer"))
+        for ws in clients:
+            assert ws.recv(timeout=TIMEOUT) == "héllo ✓"
+            assert ws.recv(timeout=TIMEOUT) == b"\x00\x01\xff"
+            assert ws.recv(timeout=TIMEOUT) == b"buffer"
+        with pytest.raises(TimeoutError):
+            outsider.recv(timeout=0.2)
+    finally:
+        for ws in clients + [outsider]:
+            ws.close()
+
+
+def test_send_json_encodes_django_types(thread_server):
+    server = thread_server()
+    with member(server, ["json"]) as ws:
+        when = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+        ident = uuid.UUID(int=7)
+        groups.send_json("json", {"when": when, "price": decimal.Decimal("1.50"), "id": ident, "text": "é"})
+        assert json.loads(ws.recv(timeout=TIMEOUT)) == {
+            "when": "2026-01-02T03:04:05Z",
+            "price": "1.50",
+            "id": str(ident),
+            "text": "é",
+        }
+
+
+def test_exclude_the_sender(thread_server):
+    server = thread_server()
+    with member(server, ["chat"]) as alice, member(server, ["chat"]) as bob:
+        command(alice, send="chat", message="from alice", exclude_self=True, ack=1)
+        assert alice.recv(timeout=TIMEOUT) == '{"ack": 1}'
+        assert bob.recv(timeout=TIMEOUT) == "from alice"
+        # By id too, from code that has no socket at hand.
+        groups.send("chat", "not for bob", exclude=[bob.member_id])
+        groups.send("chat", "marker")
+        assert alice.recv(timeout=TIMEOUT) == "not for bob"
+        assert alice.recv(timeout=TIMEOUT) == "marker"
+        assert bob.recv(timeout=TIMEOUT) == "marker"
+
+
+def test_join_and_leave_from_the_view(thread_server):
+    server = thread_server()
+    with member(server) as ws:
+        command(ws, join="a")
+        assert json.loads(ws.recv(timeout=TIMEOUT)) == {"groups": ["a"]}
+        command(ws, join="b")
+        assert json.loads(ws.recv(timeout=TIMEOUT)) == {"groups": ["a", "b"]}
+        groups.send("a", "to a")
+        assert ws.recv(timeout=TIMEOUT) == "to a"
+        command(ws, leave="a")
+        assert json.loads(ws.recv(timeout=TIMEOUT)) == {"groups": ["b"]}
+        command(ws, leave="never joined")
+        assert json.loads(ws.recv(timeout=TIMEOUT)) == {"groups": ["b"]}
+        groups.send("a", "missed")
+        groups.send("b", "to b")
+        assert ws.recv(timeout=TIMEOUT) == "to b"
+        assert local_members("a") == 0
+        assert local_members("b") == 1
+
+
+def test_membership_ends_when_the_socket_closes(thread_server):
+    server = thread_server()
+    ws = member(server, ["leaving", "other"])
+    assert local_members("leaving") == 1
+    ws.close()
+    wait_until(lambda: local_members("leaving") == 0 and local_members("other") == 0, message="membership")
+    groups.send("leaving", "nobody")  # no member: nothing happens
+
+
+def test_membership_ends_when_the_client_vanishes(thread_server):
+    server = thread_server()
+    with RawClient(server.host, server.port) as client:
+        assert client.request("/groups/member?join=vanish")[0] == 101
+        client.recv_frame()
+    # The TCP connection is gone without a close frame: the view's read sees it.
+    wait_until(lambda: local_members("vanish") == 0, message="membership of a vanished client")
+
+
+def test_group_messages_arrive_while_the_view_iterates(thread_server):
+    # The view sits in `for command in request.websocket` and answers each command itself,
+    # while group messages from this thread go through the same socket: nothing is mixed up.
+    server = thread_server()
+    with member(server, ["busy"]) as ws:
+
+        def sender():
+            for i in range(200):
+                groups.send("busy", f"group {i}")
+
+        thread = threading.Thread(target=sender)
+        thread.start()
+        for i in range(200):
+            command(ws, send="elsewhere", message="x", ack=i)
+        thread.join(TIMEOUT)
+        received = [ws.recv(timeout=TIMEOUT) for _ in range(400)]
+        acks = [json.loads(m)["ack"] for m in received if m.startswith("{")]
+        group = [m for m in received if m.startswith("group")]
+        assert acks == list(range(200))
+        assert group == [f"group {i}" for i in range(200)]
+
+
+def test_send_from_a_plain_http_view(thread_server):
+    server = thread_server()
+    with member(server, ["news"]) as ws:
+        with urllib.request.urlopen(f"{server.http_url}/groups/send?group=news&message=extra", timeout=TIMEOUT) as r:
+            assert r.read() == b"sent"
+        assert ws.recv(timeout=TIMEOUT) == "extra"
+
+
+def test_arguments_are_checked():
+    with pytest.raises(TypeError, match="send_json"):
+        groups.send("g", 42)
+    with pytest.raises(TypeError, match="group name"):
+        groups.send(b"g", "x")
+    with pytest.raises(ValueError, match="1 to 200"):
+        groups.send("", "x")
+    with pytest.raises(ValueError, match="1 to 200"):
+        groups.send("g" * 201, "x")
+    groups.send("nobody-here", "fine")  # an empty group is not an error
+
+
+def test_burst_beyond_the_queue_closes_the_socket_with_1008(thread_server, caplog):
+    # The client reads, but this thread queues faster than any socket can send: past
+    # QUEUE_SIZE the socket is closed with 1008 rather than buffering without bound.
+    with override_settings(WEBSOCKET_GROUPS={"QUEUE_SIZE": 5}):
+        server = thread_server()
+        with member(server, ["burst"]) as ws:
+            start = time.monotonic()
+            for i in range(2000):
+                groups.send("burst", f"m{i}")
+            assert time.monotonic() - start < 2.0
+            received = []
+            with pytest.raises(ConnectionClosed) as info:
+                while True:
+                    received.append(ws.recv(timeout=TIMEOUT))
+            assert info.value.rcvd.code == 1008
+            assert len(received) < 2000
+            assert received == [f"m{i}" for i in range(len(received))]  # in order, a prefix
+            wait_until(lambda: local_members("burst") == 0, message="membership of the slow socket")
+    assert "too slow for its group messages" in caplog.text
+
+
+def test_stalled_client_never_blocks_the_sender(thread_server, caplog):
+    # A client that stopped reading: its TCP buffers fill, its sender thread blocks, its queue
+    # overflows. groups.send keeps returning at once; the socket is dropped within the send
+    # timeout and its membership ends; the other member gets every message.
+    settings = {"WEBSOCKET_GROUPS": {"QUEUE_SIZE": 4}, "WEBSOCKET_SEND_TIMEOUT": 1.0}
+    with override_settings(**settings):
+        server = thread_server()
+        with RawClient(server.host, server.port) as stalled, member(server, ["feed"]) as healthy:
+            assert stalled.request("/groups/member?join=feed")[0] == 101
+            wait_until(lambda: local_members("feed") == 2, message="both joined")
+            chunk = "x" * 262144
+            slowest = 0.0
+            for i in range(100):
+                start = time.monotonic()
+                groups.send("feed", f"{i}:{chunk}")
+                slowest = max(slowest, time.monotonic() - start)
+                assert healthy.recv(timeout=TIMEOUT) == f"{i}:{chunk}"
+            assert slowest < 0.1, f"a send blocked for {slowest:.3f}s"
+            wait_until(lambda: local_members("feed") == 1, message="the stalled socket dropped")
+    assert "too slow for its group messages" in caplog.text
+
+
+def test_get_backend_follows_the_setting():
+    default = groups.get_backend()
+    assert isinstance(default, MemoryGroupBackend)
+    assert groups.get_backend() is default
+    with override_settings(WEBSOCKET_GROUPS={"QUEUE_SIZE": 7}):
+        changed = groups.get_backend()
+        assert changed is not default and changed.config["QUEUE_SIZE"] == 7
+    with override_settings(WEBSOCKET_GROUPS={"BACKEND": "no.such.Backend"}):
+        with pytest.raises(ImproperlyConfigured, match="no.such.Backend"):
+            groups.get_backend()
+
+
+def test_redis_backend_without_the_redis_package(monkeypatch):
+    monkeypatch.setitem(sys.modules, "redis", None)  # as if not installed
+    with override_settings(WEBSOCKET_GROUPS={"BACKEND": "django_websocket.groups.redis.RedisGroupBackend"}):
+        with pytest.raises(ImproperlyConfigured, match=r"pip install 'django-websocket\[redis\]'"):
+            groups.get_backend()
+
+
+def test_groups_on_every_server(server):
+    # The same path on each real server (threads under runserver, greenlets under gevent).
+    listeners = [member(server, ["everywhere"]) for _ in range(5)]
+    try:
+        with member(server) as sender:
+            for i in range(20):
+                command(sender, send="everywhere", message=f"n{i}", binary=i % 2 == 1)
+        expected = [f"n{i}" if i % 2 == 0 else f"n{i}".encode() for i in range(20)]
+        for ws in listeners:
+            assert [ws.recv(timeout=TIMEOUT) for _ in range(20)] == expected
+    finally:
+        for ws in listeners:
+            ws.close()
+    assert "Traceback" not in server.output(), server.output()
