@@ -1,0 +1,222 @@
+"""gevent's WSGI server (``gevent.pywsgi``), able to hand a connection to a WebSocket view.
+
+Django answers every request, WebSocket handshakes included, so decorators, middleware,
+``request.user`` and origin checks can still refuse with 400 or 403; only when the view uses
+``request.websocket`` does the ``101`` go out and the socket pass to the WebSocket, and the
+handler then stops treating the connection as HTTP. One greenlet serves each connection: no
+thread, no polling.
+
+Run a project on it (the standard library is monkey-patched before anything else is imported)::
+
+    python -m django_websocket.servers.gevent 127.0.0.1:8000 --settings mysite.settings
+
+or ``python manage.py rungevent 127.0.0.1:8000``.
+"""
+
+if __name__ == "__main__":
+    # Run as a program: patch before Django, or anything else, imports threading, socket or
+    # select, so that thread-locals (database connections), locks and sockets are cooperative.
+    from gevent import monkey
+
+    monkey.patch_all()
+
+import argparse
+import logging
+import os
+import signal
+import sys
+
+import gevent
+from gevent import monkey, pywsgi
+from gevent.event import Event
+from gevent.socket import wait_read
+
+from ..websocket import ENVIRON_KEY, Handover, close_all
+
+__all__ = [
+    "WebSocketHandlerMixin",
+    "WebSocketHandler",
+    "WebSocketWSGIServer",
+    "check_patched",
+    "wait_readable",
+    "take_buffered",
+    "serve",
+    "main",
+]
+
+logger = logging.getLogger("django_websocket")
+
+_now_poll = monkey.get_original("select", "poll")
+_POLL_IN = 0x001 | 0x002 | 0x008 | 0x010  # POLLIN | POLLPRI | POLLERR | POLLHUP
+
+
+def check_patched():
+    """Raise ``RuntimeError`` unless gevent's monkey-patching is in place.
+
+    Without it, a WebSocket's locks would be real thread locks shared by every greenlet of the
+    process, and Django's database connections would be shared across requests too.
+    """
+    missing = [name for name in ("socket", "select", "threading") if not monkey.is_module_patched(name)]
+    if missing:
+        raise RuntimeError(
+            f"gevent has not monkey-patched {', '.join(missing)}: call gevent.monkey.patch_all() "
+            "before importing Django (python -m django_websocket.servers.gevent and "
+            "manage.py rungevent do it for you)."
+        )
+
+
+def wait_readable(sock, timeout):
+    """Wait cooperatively until ``sock`` is readable; False when ``timeout`` expired first.
+
+    One short-lived I/O watcher per wait and nothing kept per connection. A wait that must not
+    block at all asks the kernel directly: a zero-second gevent timeout races the I/O watcher.
+    """
+    if timeout is not None and timeout <= 0:
+        poller = _now_poll()
+        poller.register(sock.fileno(), _POLL_IN)
+        return bool(poller.poll(0))
+    try:
+        wait_read(sock.fileno(), timeout)
+    except TimeoutError:
+        return False
+    return True
+
+
+def take_buffered(sock, rfile):
+    """Return the bytes ``rfile`` (a buffered reader on ``sock``) holds past the request, then
+    close it.
+
+    Those bytes (frames the client sent early) belong to the WebSocket. Closing the reader frees
+    its buffer for the connection's lifetime and drops its reference to the socket, so that the
+    WebSocket closing the socket really closes it.
+    """
+    timeout = sock.gettimeout()
+    # read1 returns what is buffered, or makes one read, which must not wait.
+    sock.setblocking(False)
+    try:
+        leftover = rfile.read1(65536) or b""
+    except (BlockingIOError, TimeoutError, ValueError):
+        leftover = b""
+    finally:
+        sock.settimeout(timeout)
+    try:
+        rfile.close()
+    except OSError:
+        pass
+    return leftover
+
+
+class WebSocketHandlerMixin:
+    """For a ``pywsgi.WSGIHandler`` subclass: a :class:`~django_websocket.websocket.Handover` in
+    each request's environ, and no HTTP once the connection was handed over."""
+
+    #: True once the connection belongs to a WebSocket.
+    upgraded = False
+
+    def get_environ(self):
+        environ = super().get_environ()
+        environ[ENVIRON_KEY] = Handover(self._hand_over, wait_readable=wait_readable)
+        return environ
+
+    def _hand_over(self):
+        self.upgraded = True
+        # No keep-alive: the handler's loop ends when the view returns.
+        self.close_connection = True
+        return self.socket, take_buffered(self.socket, self.rfile)
+
+    def write(self, data):
+        # Every HTTP write goes through here (the response Django returns after the view, and
+        # an error page): none may follow WebSocket frames.
+        if self.upgraded:
+            return
+        super().write(data)
+
+
+class WebSocketHandler(WebSocketHandlerMixin, pywsgi.WSGIHandler):
+    """gevent's WSGI handler, able to hand a connection to a WebSocket view."""
+
+
+class WebSocketWSGIServer(pywsgi.WSGIServer):
+    """``gevent.pywsgi.WSGIServer`` with :class:`WebSocketHandler`; needs monkey-patching."""
+
+    handler_class = WebSocketHandler
+
+    def __init__(self, *args, **kwargs):
+        check_patched()
+        super().__init__(*args, **kwargs)
+
+
+def _parse_addrport(value):
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        host, port = "127.0.0.1", value
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        return host, int(port)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port or an address:port") from None
+
+
+def build_parser(prog, description):
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument(
+        "addrport",
+        nargs="?",
+        default="127.0.0.1:8000",
+        type=_parse_addrport,
+        help="Address and port to listen on (default 127.0.0.1:8000).",
+    )
+    parser.add_argument("--settings", help="Django settings module (else DJANGO_SETTINGS_MODULE).")
+    parser.add_argument("--pythonpath", help="A directory to add to the Python path, e.g. your project's.")
+    parser.add_argument("--backlog", type=int, default=2048, help="Listen backlog (default 2048).")
+    parser.add_argument("--no-access-log", action="store_true", help="Do not log each request.")
+    return parser
+
+
+def load_django(options):
+    """Configure Django from the command-line options and return its WSGI application."""
+    if options.pythonpath:
+        sys.path.insert(0, options.pythonpath)
+    elif os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    if options.settings:
+        os.environ["DJANGO_SETTINGS_MODULE"] = options.settings
+    from django.core.wsgi import get_wsgi_application
+
+    return get_wsgi_application()
+
+
+def serve(application, host, port, *, handler_class=WebSocketHandler, server_class=None, backlog=2048, log="default"):
+    """Serve ``application`` on ``host:port`` until SIGTERM or SIGINT, then close the open
+    WebSockets with 1001 (going away) and return."""
+    server_class = server_class or WebSocketWSGIServer
+    server = server_class((host, port), application, handler_class=handler_class, backlog=backlog, log=log)
+    server.start()
+    done = Event()
+
+    def stop(signum):
+        logger.info("Received signal %s: closing WebSocket connections and stopping.", signum)
+        server.close()  # stop accepting; the open connections' greenlets go on
+        close_all()
+        server.stop(timeout=2)
+        done.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        gevent.signal_handler(signum, stop, signum)  # runs stop in a new greenlet
+    print(f"Serving on http://{host}:{port}/ with {server_class.__name__} (gevent {gevent.__version__})", flush=True)
+    done.wait()
+
+
+def main(argv=None, prog="python -m django_websocket.servers.gevent"):
+    options = build_parser(prog, "Serve a Django project, WebSocket views included, with gevent.").parse_args(argv)
+    check_patched()
+    application = load_django(options)
+    host, port = options.addrport
+    serve(application, host, port, backlog=options.backlog, log=None if options.no_access_log else "default")
+
+
+if __name__ == "__main__":
+    # Run the functions of the module proper, not of this __main__ copy of it.
+    from django_websocket.servers.gevent import main as _main
+
+    _main()
