@@ -1,0 +1,196 @@
+"""gunicorn worker classes able to hand a connection to a WebSocket view.
+
+``-k django_websocket.servers.gunicorn.GeventWorker``
+    gevent's pywsgi with our handler (see :mod:`django_websocket.servers.gevent`): one greenlet
+    per connection, thousands of WebSockets per worker.
+``-k django_websocket.servers.gunicorn.ThreadWorker --threads N``
+    gunicorn's gthread worker: each open WebSocket holds one of the worker's ``N`` threads for
+    its whole life, so a worker serves at most ``N`` WebSockets and plain requests together;
+    the next connection waits for a thread.
+
+gevent-websocket's own worker (``geventwebsocket.gunicorn.workers.GeventWebSocketWorker``)
+works too, with the application wrapped as :mod:`django_websocket.servers.geventwebsocket`
+says. gunicorn's default *sync* worker cannot serve WebSockets: it puts no handover in the
+environ (the handshake gets 501), and it kills any request running longer than ``--timeout``.
+
+The gevent worker needs gevent; it is defined on first use, so that the thread worker works
+without it.
+"""
+
+import logging
+import select
+import ssl
+import threading
+
+from gunicorn.workers.gthread import ThreadWorker as _GunicornThreadWorker
+
+from ..websocket import ENVIRON_KEY, Handover, close_all
+
+__all__ = ["GeventWorker", "ThreadWorker"]  # noqa: F822 (GeventWorker: see __getattr__)
+
+logger = logging.getLogger("django_websocket")
+
+
+class _ClosesWebSocketsOnExit:
+    """On SIGTERM (graceful stop), send every open WebSocket a close frame 1001 (going away), so
+    that their views return and the worker stops without waiting ``--graceful-timeout``."""
+
+    def handle_exit(self, sig, frame):
+        super().handle_exit(sig, frame)
+        self.close_websockets_later()
+
+    def close_websockets_later(self):
+        # Not in the signal handler itself: closing takes a few round trips.
+        threading.Thread(target=close_all, name="websocket-close-all", daemon=True).start()
+
+
+# --- gthread ---------------------------------------------------------------------------------
+
+
+class _UpgradableSocket:
+    """A connection's socket as gunicorn sees it (``conn.sock``), while a WebSocket may take it.
+
+    Once handed over, the WebSocket owns the real socket: gunicorn's writes (the response Django
+    returns after the view), its keep-alive handling and its closing all become no-ops.
+    """
+
+    def __init__(self, sock, conn):
+        self._sock = sock
+        self.conn = conn
+        self.upgraded = False
+
+    def _unless_upgraded(name):
+        def method(self, *args):
+            if self.upgraded:
+                return None
+            return getattr(self._sock, name)(*args)
+
+        method.__name__ = name
+        return method
+
+    sendall = _unless_upgraded("sendall")
+    send = _unless_upgraded("send")
+    setblocking = _unless_upgraded("setblocking")
+    settimeout = _unless_upgraded("settimeout")
+    shutdown = _unless_upgraded("shutdown")
+    close = _unless_upgraded("close")
+    del _unless_upgraded
+
+    def recv(self, *args):
+        return b"" if self.upgraded else self._sock.recv(*args)
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+    def take(self):
+        self.upgraded = True
+        # Bytes the request parser read past the headers belong to the WebSocket.
+        unreader = self.conn.parser.unreader
+        if hasattr(unreader, "take_buffered"):
+            leftover = unreader.take_buffered()
+        else:  # gunicorn < 25
+            leftover = unreader.buf.getvalue()
+            unreader.buf.seek(0)
+            unreader.buf.truncate()
+        return self._sock, leftover
+
+
+def _wait_readable_tls(sock, timeout):
+    # Bytes TLS already decrypted wait in the SSL object, where poll() cannot see them.
+    if sock.pending():
+        return True
+    poller = select.poll()
+    poller.register(sock, select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP)
+    return bool(poller.poll(None if timeout is None else max(0, int(timeout * 1000 + 0.999))))
+
+
+class _HandoverApplication:
+    """Wraps the worker's WSGI application to put the handover in each request's environ."""
+
+    def __init__(self, application):
+        self.application = application
+
+    def __call__(self, environ, start_response):
+        sock = environ.get("gunicorn.socket")
+        if isinstance(sock, _UpgradableSocket):
+            wait = _wait_readable_tls if isinstance(sock._sock, ssl.SSLSocket) else None
+            environ[ENVIRON_KEY] = Handover(sock.take, wait_readable=wait)
+        return self.application(environ, start_response)
+
+
+class ThreadWorker(_ClosesWebSocketsOnExit, _GunicornThreadWorker):
+    """gunicorn's ``gthread`` worker, able to hand a connection to a WebSocket view.
+
+    A WebSocket holds its thread until the view returns: ``--threads`` bounds the WebSockets (and
+    requests) a worker serves at once.
+    """
+
+    @classmethod
+    def check_config(cls, cfg, log):
+        super().check_config(cfg, log)
+        log.warning(
+            "django_websocket ThreadWorker: each open WebSocket holds one of the %d thread(s) of a "
+            "worker, so at most %d WebSockets and requests run at once (--workers x --threads); "
+            "further connections wait for a thread. For many sockets use "
+            "django_websocket.servers.gunicorn.GeventWorker.",
+            cfg.threads,
+            cfg.threads * cfg.workers,
+        )
+
+    def load_wsgi(self):
+        super().load_wsgi()
+        self.wsgi = _HandoverApplication(self.wsgi)
+
+    def handle_request(self, req, conn):
+        if not isinstance(conn.sock, _UpgradableSocket):
+            conn.sock = _UpgradableSocket(conn.sock, conn)
+        keepalive = super().handle_request(req, conn)
+        # A connection that became a WebSocket is over when its view returns.
+        return keepalive and not conn.sock.upgraded
+
+
+# --- gevent ----------------------------------------------------------------------------------
+
+
+def _gevent_worker():
+    import gevent
+    from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIHandler
+
+    from .gevent import WebSocketHandlerMixin
+
+    class WebSocketPyWSGIHandler(WebSocketHandlerMixin, PyWSGIHandler):
+        """gunicorn's pywsgi handler (its access log), able to hand a connection over."""
+
+    class GeventWorker(_ClosesWebSocketsOnExit, GeventPyWSGIWorker):
+        """gunicorn's gevent (pywsgi) worker, able to hand a connection to a WebSocket view.
+
+        One greenlet per connection; ``--worker-connections`` (default 1000) caps the
+        connections, WebSockets included, of each worker: raise it.
+        """
+
+        wsgi_handler = WebSocketPyWSGIHandler
+
+        def close_websockets_later(self):
+            # The signal handler runs in the event loop, where starting a thread (which waits
+            # for it to start) may not block: a greenlet does it.
+            gevent.spawn(close_all)
+
+        @classmethod
+        def check_config(cls, cfg, log):
+            log.info(
+                "django_websocket GeventWorker: at most %d connections (WebSockets included) per "
+                "worker (--worker-connections); mind the open-file limit (ulimit -n).",
+                cfg.worker_connections,
+            )
+
+    GeventWorker.__module__ = __name__
+    GeventWorker.__qualname__ = "GeventWorker"
+    return GeventWorker
+
+
+def __getattr__(name):
+    # gunicorn loads "-k module.Class" with getattr: build the gevent worker when asked for.
+    if name == "GeventWorker":
+        worker = globals()["GeventWorker"] = _gevent_worker()
+        return worker
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
