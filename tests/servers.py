@@ -38,8 +38,10 @@ def wait_for_port(port, proc, timeout=20.0):
 class ServerProcess:
     """A server subprocess whose output goes to a file the tests can read."""
 
-    def __init__(self, name, argv, port, env=None, cwd=ROOT):
+    def __init__(self, name, argv, port, env=None, cwd=ROOT, upgrades_before_django=False):
         self.name = name
+        # gevent-websocket's handler sends the 101 before Django runs: refusals become close 1008.
+        self.upgrades_before_django = upgrades_before_django
         self.port = port
         self.host = "127.0.0.1"
         self.url = f"ws://127.0.0.1:{port}"
@@ -47,6 +49,8 @@ class ServerProcess:
         self.log = tempfile.NamedTemporaryFile(prefix=f"server-{name}-", suffix=".log", delete=False)
         full_env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
         full_env.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
+        # Shared by the server's processes (see tests/views.py).
+        full_env["TESTS_STATE_DIR"] = tempfile.mkdtemp(prefix=f"server-{name}-state-")
         full_env.update(env or {})
         self.proc = subprocess.Popen(
             argv, cwd=cwd, env=full_env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
@@ -80,6 +84,58 @@ def runserver(env=None):
     return ServerProcess("runserver", argv, port, env)
 
 
+def gevent(env=None):
+    # As docs/howto/deployment/gevent.rst says: the management command, which re-executes itself
+    # as python -m django_websocket.servers.gevent so that monkey-patching comes first.
+    port = free_port()
+    argv = [sys.executable, "-m", "django", "rungevent", f"127.0.0.1:{port}"]
+    return ServerProcess("gevent", argv, port, env)
+
+
+def gevent_websocket(env=None):
+    # As docs/howto/deployment/gevent-websocket.rst says.
+    port = free_port()
+    argv = [
+        sys.executable, "-m", "django_websocket.servers.geventwebsocket", f"127.0.0.1:{port}",
+        "--settings", "tests.settings",
+    ]
+    return ServerProcess("gevent-websocket", argv, port, env, upgrades_before_django=True)
+
+
+def _gunicorn(name, worker, app, *options, upgrades_before_django=False):
+    """A server started as docs/howto/deployment/gunicorn.rst says, with 2 workers."""
+
+    def start(env=None):
+        port = free_port()
+        argv = [
+            sys.executable, "-m", "gunicorn", "-k", worker, "--workers", "2", *options,
+            "--bind", f"127.0.0.1:{port}", app,
+        ]  # fmt: skip
+        # gunicorn >= 25.1 opens a control socket in $XDG_RUNTIME_DIR, else in ~/.gunicorn: one
+        # per server, so that servers started at the same time do not share it.
+        run_env = {"XDG_RUNTIME_DIR": tempfile.mkdtemp(prefix=f"server-{name}-run-"), **(env or {})}
+        return ServerProcess(name, argv, port, run_env, upgrades_before_django=upgrades_before_django)
+
+    return start
+
+
+gunicorn_gevent = _gunicorn("gunicorn-gevent", "django_websocket.servers.gunicorn.GeventWorker", "tests.wsgi")
+gunicorn_gthread = _gunicorn(
+    "gunicorn-gthread", "django_websocket.servers.gunicorn.ThreadWorker", "tests.wsgi", "--threads", "50"
+)
+gunicorn_geventwebsocket = _gunicorn(
+    "gunicorn-geventwebsocket",
+    "geventwebsocket.gunicorn.workers.GeventWebSocketWorker",
+    "tests.wsgi_geventwebsocket",
+    upgrades_before_django=True,
+)
+
+
 SERVERS = {
     "runserver": runserver,
+    "gevent": gevent,
+    "gevent-websocket": gevent_websocket,
+    "gunicorn-gevent": gunicorn_gevent,
+    "gunicorn-gthread": gunicorn_gthread,
+    "gunicorn-geventwebsocket": gunicorn_geventwebsocket,
 }

@@ -1,6 +1,7 @@
 """Views exercised by the tests over real sockets."""
 
 import json
+import os
 import time
 
 from django.core.signals import request_finished
@@ -15,11 +16,36 @@ from django_websocket import accept_websocket, require_websocket
 FINISHED = []
 # The results of the latest "batch" of the probe view, also readable over HTTP at /last-results.
 LAST_RESULTS = {}
+# A server with several processes (gunicorn --workers 2) may answer /finished or /last-results
+# from another process than the one that ran the view: tests/servers.py then gives them all a
+# directory where these two are kept too.
+STATE_DIR = os.environ.get("TESTS_STATE_DIR")
 
 
 @receiver(request_finished)
 def _on_finished(sender, **kwargs):
     FINISHED.append(time.monotonic())
+    if STATE_DIR:
+        # One byte per request, appended atomically whichever process writes it.
+        with open(os.path.join(STATE_DIR, "finished"), "ab") as f:
+            f.write(b".")
+
+
+def _finished_total():
+    if STATE_DIR:
+        try:
+            return os.path.getsize(os.path.join(STATE_DIR, "finished"))
+        except FileNotFoundError:
+            return 0
+    return len(FINISHED)
+
+
+def _save_last_results():
+    if STATE_DIR:
+        path = os.path.join(STATE_DIR, "last-results")
+        with open(f"{path}.{os.getpid()}", "w") as f:
+            json.dump(LAST_RESULTS, f)
+        os.replace(f"{path}.{os.getpid()}", path)
 
 
 @require_websocket
@@ -88,7 +114,7 @@ def _run(ws, command):
     elif op == "count_messages":
         result = ws.count_messages()
     elif op == "finished":
-        result = len(FINISHED)
+        result = _finished_total()
     else:
         result = f"unknown op {op!r}"
     if isinstance(result, bytes):
@@ -117,17 +143,21 @@ def probe(request):
             time.sleep(command.get("sleep", 0))
             result = [_run(ws, step) for step in command["steps"]]
             LAST_RESULTS.update(id=command.get("id"), result=result, closed=ws.closed)
+            _save_last_results()
         else:
             result = _run(ws, command)
         ws.send(json.dumps({"result": result, "closed": ws.closed, "is_closed": ws.is_closed()}))
 
 
 def last_results(request):
+    if STATE_DIR and os.path.exists(os.path.join(STATE_DIR, "last-results")):
+        with open(os.path.join(STATE_DIR, "last-results")) as f:
+            return HttpResponse(f.read(), content_type="application/json")
     return HttpResponse(json.dumps(LAST_RESULTS), content_type="application/json")
 
 
 def finished_count(request):
-    return HttpResponse(str(len(FINISHED)))
+    return HttpResponse(str(_finished_total()))
 
 
 @method_decorator(accept_websocket, name="dispatch")
