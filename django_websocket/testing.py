@@ -1,0 +1,622 @@
+"""Testing WebSocket views: an in-process client, and a live server that speaks WebSocket.
+
+:class:`WebSocketClient` drives a view through the project's real URLconf, middleware and
+decorators without any server: the view gets one end of a ``socket.socketpair()`` through a
+:class:`~django_websocket.websocket.Handover`, and runs in a thread of its own on Django's
+``WSGIHandler``, as it would under ``runserver``; the client speaks WebSocket on the other end.
+It shares its cookies with a Django test :class:`~django.test.Client`, so ``force_login()`` and
+``login()`` give the view its ``request.user``, and its thread shares the test's database
+connections, so it sees the data of a :class:`~django.test.TestCase`'s transaction.
+
+:class:`WebSocketLiveServerTestCase` is Django's ``LiveServerTestCase`` with a server that can
+upgrade connections, for tests with a real client or a browser.
+
+With pytest, ``from django_websocket.testing import websocket_client`` in a ``conftest.py``
+gives tests the :func:`websocket_client` fixture.
+"""
+
+import base64
+import collections
+import json
+import os
+import socket
+import struct
+import sys
+import threading
+import time
+
+from django.core.handlers.wsgi import WSGIHandler
+from django.core.signals import got_request_exception
+from django.db import connections
+from django.test import Client, LiveServerTestCase, RequestFactory
+from django.test.testcases import LiveServerThread
+from django.utils.functional import classproperty
+
+from .frames import CloseCode, Opcode, parse_close, serialize_close, serialize_frame
+from .handshake import accept_key
+from .servers.devserver import ThreadedWebSocketWSGIServer
+from .websocket import ENVIRON_KEY, Handover
+
+__all__ = [
+    "WebSocketClient",
+    "WebSocketLiveServerThread",
+    "WebSocketLiveServerTestCase",
+    "websocket_client",
+]
+
+#: Seconds a :class:`WebSocketClient` waits for anything by default.
+DEFAULT_TIMEOUT = 5.0
+
+_READ_SIZE = 65536
+
+
+# --- the view's thread and the test's database connections --------------------------------------
+#
+# A view thread uses the test thread's connection objects (as Django's live server does with an
+# in-memory SQLite database): in a TestCase, that is the only way for the view to see the test's
+# uncommitted data, and for the test to see the view's. Such a connection must then survive the
+# view: Django calls close_old_connections() when a request starts and finishes, and
+# request.websocket does before each message it returns; on a connection held in a TestCase's
+# transaction that closes it (its autocommit differs from the settings). Django's test Client
+# disconnects close_old_connections from the request signals while it runs a request, but a
+# WebSocket view runs for a while, concurrently with the test, so that global switch would race.
+# Instead, each shared connection's close_if_unusable_or_obsolete() does nothing in view threads
+# for as long as one runs; the test thread and every other thread keep Django's behaviour.
+
+_view_thread = threading.local()
+_guards = {}  # id(connection) -> [connection, number of view threads using it]
+_guards_lock = threading.Lock()
+
+
+def _guard(conn):
+    with _guards_lock:
+        entry = _guards.get(id(conn))
+        if entry is None:
+            original = conn.close_if_unusable_or_obsolete
+
+            def close_if_unusable_or_obsolete():
+                if not getattr(_view_thread, "shares_connections", False):
+                    original()
+
+            conn.close_if_unusable_or_obsolete = close_if_unusable_or_obsolete
+            entry = _guards[id(conn)] = [conn, 0]
+        entry[1] += 1
+        conn.inc_thread_sharing()
+
+
+def _unguard(conn):
+    with _guards_lock:
+        conn.dec_thread_sharing()
+        entry = _guards[id(conn)]
+        entry[1] -= 1
+        if entry[1] == 0:
+            del _guards[id(conn)]
+            del conn.close_if_unusable_or_obsolete  # the class's method again
+
+
+class _EnvironFactory(RequestFactory):
+    """Builds the WSGI environ of a request exactly as a test ``Client`` would (its defaults, its
+    cookies), without running it."""
+
+    def __init__(self, client):
+        super().__init__()
+        self.defaults = client.defaults
+        self.cookies = client.cookies
+        self.errors = getattr(client, "errors", self.errors)
+
+    def request(self, **request):
+        return self._base_environ(**request)
+
+
+def _describe(message):
+    text = repr(message)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _describe_close(code, reason):
+    if code == CloseCode.ABNORMAL_CLOSURE:
+        return "closed the connection without a close frame (1006)"
+    return f"closed the connection with code {code}" + (f" ({reason!r})" if reason else "")
+
+
+class WebSocketClient:
+    """A WebSocket client for tests that runs the view in-process, through the real URLconf,
+    middleware and decorators.
+
+    ``client`` is a Django test :class:`~django.test.Client` whose cookies (and so session and
+    login) the WebSocket requests carry; by default a new one. ``timeout`` bounds every wait, in
+    seconds. When the view raises, the exception is raised again in the test (at :meth:`connect`,
+    or when the client sees the connection end), as the test ``Client`` does, unless
+    ``raise_request_exception`` (by default the ``client``'s) is false.
+
+    One object is one connection: :meth:`connect` once, then :meth:`send` and :meth:`receive`,
+    and :meth:`close` (or use it as a context manager), which also checks that the view returned.
+    """
+
+    def __init__(self, client=None, *, timeout=DEFAULT_TIMEOUT, raise_request_exception=None):
+        self.client = Client() if client is None else client
+        self.timeout = timeout
+        if raise_request_exception is None:
+            raise_request_exception = getattr(self.client, "raise_request_exception", True)
+        self.raise_request_exception = raise_request_exception
+        #: The path of :meth:`connect`.
+        self.path = None
+        #: Whether the view accepted the connection.
+        self.accepted = False
+        #: The subprotocol the view accepted, or None.
+        self.subprotocol = None
+        #: The :class:`~django.http.HttpResponse` of a refused handshake, else None.
+        self.response = None
+        #: The close code the server sent (1006 if it closed the connection without one), once
+        #: the client saw the end of the connection; else None.
+        self.close_code = None
+        #: The reason that came with :attr:`close_code`.
+        self.close_reason = ""
+        self._sock = None
+        self._buf = bytearray()
+        self._messages = collections.deque()
+        self._fragments = None  # (opcode, [payloads]) of a fragmented message being received
+        self._close_sent = False
+        self._thread = None
+        self._handover = None
+        self._exc_info = None
+        self._finished = False
+
+    # --- authentication, on the shared test Client -------------------------------------------
+
+    def force_login(self, user, backend=None):
+        """Log ``user`` in for the requests of this client and of its test ``Client``."""
+        self.client.force_login(user, backend)
+
+    def login(self, **credentials):
+        """As the test ``Client``'s ``login()``: True if the credentials were accepted."""
+        return self.client.login(**credentials)
+
+    def logout(self):
+        self.client.logout()
+
+    # --- the opening handshake ----------------------------------------------------------------
+
+    def connect(self, path, *, headers=None, subprotocols=(), secure=False, timeout=None, **extra):
+        """Open a WebSocket to ``path`` (which may hold a query string) and wait for the view's answer.
+
+        Returns ``(True, subprotocol)`` when the view accepted the connection (``subprotocol`` is
+        None when none was chosen), ``(False, status)`` when it refused it with an HTTP response,
+        which is then in :attr:`response`. ``headers`` are sent with the request (an ``Origin``,
+        say), ``subprotocols`` are offered in ``Sec-WebSocket-Protocol``, and ``extra`` holds WSGI
+        environ entries as for the test ``Client``.
+        """
+        if self.path is not None:
+            raise RuntimeError("this WebSocketClient already connected once: use a new one per connection")
+        timeout = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        self.path = path
+        key = base64.b64encode(os.urandom(16)).decode("ascii")
+        handshake = {
+            "HTTP_HOST": "testserver",
+            "HTTP_UPGRADE": "websocket",
+            "HTTP_CONNECTION": "Upgrade",
+            "HTTP_SEC_WEBSOCKET_KEY": key,
+            "HTTP_SEC_WEBSOCKET_VERSION": "13",
+        }
+        if subprotocols:
+            handshake["HTTP_SEC_WEBSOCKET_PROTOCOL"] = ", ".join(subprotocols)
+        environ = _EnvironFactory(self.client).generic(
+            "GET", path, secure=secure, headers=headers, **{**handshake, **extra}
+        )
+        view_sock, self._sock = socket.socketpair()
+        self._handover = Handover(lambda: (view_sock, b""))
+        environ[ENVIRON_KEY] = self._handover
+
+        # The handler is built here, not in __init__, so that override_settings(MIDDLEWARE=...)
+        # inside a test applies, as it does to the test Client.
+        handler = WSGIHandler()
+        shared = list(connections.all())
+        for conn in shared:
+            _guard(conn)
+        self._thread = threading.Thread(
+            target=self._serve,
+            args=(handler, environ, view_sock, shared),
+            name=f"WebSocketClient {path}",
+            daemon=True,
+        )
+        got_request_exception.connect(self._store_exception, dispatch_uid=self._dispatch_uid, weak=False)
+        self._thread.start()
+
+        head = self._read_response_head(deadline, timeout)
+        if head is None:
+            # The view returned without taking the connection: a refusal (or a crash).
+            self._sock.close()
+            self._finish()
+            return False, self.response.status_code if self.response is not None else None
+        status_line, _, header_lines = head.partition("\r\n")
+        status = status_line.split(" ", 2)[1] if status_line.count(" ") >= 1 else status_line
+        if status != "101":
+            raise AssertionError(f"Expected 101 Switching Protocols from {path}, got {status_line!r}")
+        response_headers = {}
+        for line in header_lines.split("\r\n"):
+            name, _, value = line.partition(":")
+            response_headers[name.strip().lower()] = value.strip()
+        if response_headers.get("sec-websocket-accept") != accept_key(key):
+            raise AssertionError(f"Wrong Sec-WebSocket-Accept from {path}: {response_headers!r}")
+        self.accepted = True
+        self.subprotocol = response_headers.get("sec-websocket-protocol")
+        return True, self.subprotocol
+
+    @property
+    def _dispatch_uid(self):
+        return f"django_websocket.testing.{id(self)}"
+
+    def _serve(self, handler, environ, view_sock, shared):
+        # The view's thread, which plays the part of a server's connection thread.
+        _view_thread.shares_connections = True
+        for conn in shared:
+            connections[conn.alias] = conn
+        try:
+            response = handler(environ, lambda status, headers, exc_info=None: None)
+            if not self._handover.taken:
+                self.response = response
+            # As a server does once it is done with the response: sends request_finished.
+            response.close()
+        finally:
+            if not self._handover.taken:
+                # Nobody took the connection: the client sees its end, and reads the refusal.
+                view_sock.close()
+            got_request_exception.disconnect(dispatch_uid=self._dispatch_uid)
+            # Given back only now that nothing of the request can touch them any more, however
+            # long the view ran after the test gave up on it.
+            for conn in shared:
+                _unguard(conn)
+
+    def _store_exception(self, sender, **kwargs):
+        if threading.current_thread() is self._thread:
+            self._exc_info = sys.exc_info()
+
+    def _read_response_head(self, deadline, timeout):
+        # The 101 response, or None when the view's end of the connection closed unused.
+        while b"\r\n\r\n" not in self._buf:
+            data = self._recv(deadline)
+            if data is None:
+                raise AssertionError(
+                    f"Expected {self.path} to accept or refuse the WebSocket within {timeout}s, but its "
+                    "view neither used request.websocket nor returned a response"
+                )
+            if not data:
+                if self._buf:
+                    raise AssertionError(f"Incomplete response from {self.path}: {bytes(self._buf)!r}")
+                return None
+            self._buf += data
+        head, _, rest = bytes(self._buf).partition(b"\r\n\r\n")
+        self._buf = bytearray(rest)
+        return head.decode("latin-1")
+
+    # --- sending ------------------------------------------------------------------------------
+
+    def send(self, message):
+        """Send ``message``: ``str`` as a text message, bytes-like as a binary one."""
+        if isinstance(message, str):
+            opcode, payload = Opcode.TEXT, message.encode("utf-8")
+        elif isinstance(message, (bytes, bytearray, memoryview)):
+            opcode, payload = Opcode.BINARY, bytes(message)
+        else:
+            raise TypeError(f"a WebSocket message is str or bytes, not {type(message).__name__}: see send_json()")
+        self._require_open(f"send {_describe(message)}")
+        self._send_frame(opcode, payload)
+
+    def send_json(self, data):
+        """Send ``data`` as JSON in a text message."""
+        self.send(json.dumps(data))
+
+    def _send_frame(self, opcode, payload):
+        frame = serialize_frame(opcode, payload, mask=os.urandom(4))
+        self._sock.settimeout(self.timeout)
+        try:
+            self._sock.sendall(frame)
+        except TimeoutError:
+            raise AssertionError(
+                f"Could not send to {self.path} within {self.timeout}s: its view does not read"
+            ) from None
+        except OSError as exc:
+            raise AssertionError(f"Could not send to {self.path}: the connection is gone ({exc})") from None
+
+    def _require_open(self, what):
+        if not self.accepted:
+            raise AssertionError(f"Cannot {what}: the WebSocket is not connected (call connect() first)")
+        if self.close_code is not None or self._close_sent:
+            raise AssertionError(
+                f"Cannot {what}: the connection to {self.path} is closed"
+                + (f"; the server {_describe_close(self.close_code, self.close_reason)}" if self.close_code else "")
+            )
+
+    # --- receiving ----------------------------------------------------------------------------
+
+    def receive(self, timeout=None):
+        """Return the next message from the view (``str`` or ``bytes``), waiting up to ``timeout``.
+
+        Fails the test when none comes in time, or when the server closes the connection instead
+        (then with the view's exception, if it raised one).
+        """
+        timeout = self.timeout if timeout is None else timeout
+        if not self._messages:
+            if not self.accepted:
+                raise AssertionError(f"Cannot receive: the WebSocket to {self.path} is not connected")
+            self._read_until(lambda: self._messages, time.monotonic() + timeout)
+        if self._messages:
+            return self._messages.popleft()
+        if self.close_code is not None:
+            self._view_ended()
+            self._raise_view_exception()
+            closed = _describe_close(self.close_code, self.close_reason)
+            raise AssertionError(f"Expected a message from {self.path}, but the server {closed}")
+        raise AssertionError(f"Expected a message from {self.path} within {timeout}s, but none came")
+
+    def receive_json(self, timeout=None):
+        """Return the next message decoded from JSON; fails the test if it is not JSON text."""
+        message = self.receive(timeout)
+        if not isinstance(message, str):
+            raise AssertionError(f"Expected a JSON text message from {self.path}, got binary {_describe(message)}")
+        try:
+            return json.loads(message)
+        except ValueError as exc:
+            raise AssertionError(f"Expected a JSON text message from {self.path}, got {_describe(message)}: {exc}")
+
+    def receive_nothing(self, timeout=0.1):
+        """Whether no message arrives within ``timeout`` seconds (one that does stays queued)."""
+        if not self._messages and self.accepted:
+            self._read_until(lambda: self._messages, time.monotonic() + timeout)
+        return not self._messages
+
+    def wait_closed(self, timeout=None):
+        """Wait until the server closes the connection and return its close code.
+
+        Fails the test if a message comes first (read it with :meth:`receive` before), or when
+        the connection stays open for ``timeout`` seconds.
+        """
+        timeout = self.timeout if timeout is None else timeout
+        if not self.accepted:
+            raise AssertionError(f"Cannot wait for the close: the WebSocket to {self.path} is not connected")
+        self._read_until(lambda: self._messages, time.monotonic() + timeout)
+        if self._messages:
+            raise AssertionError(
+                f"Expected {self.path} to close the connection, but it sent {_describe(self._messages[0])}"
+            )
+        if self.close_code is None:
+            raise AssertionError(f"Expected {self.path} to close the connection within {timeout}s, but it stayed open")
+        self._view_ended()
+        self._raise_view_exception()
+        return self.close_code
+
+    def _recv(self, deadline):
+        # b"" at the end of the connection, None when the deadline passed first.
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        self._sock.settimeout(left)
+        try:
+            return self._sock.recv(_READ_SIZE)
+        except TimeoutError:
+            return None
+        except OSError:
+            return b""
+
+    def _read_until(self, done, deadline):
+        # Read frames until done() is true, the connection ends, or the deadline passes.
+        while not done() and self.close_code is None:
+            if not self._process_frames():
+                data = self._recv(deadline)
+                if data is None:
+                    return
+                if not data:
+                    self._connection_lost()
+                    return
+                self._buf += data
+
+    def _process_frames(self):
+        # Handle every complete frame in the buffer; False when none was complete.
+        progressed = False
+        while self.close_code is None:
+            frame = self._parse_frame()
+            if frame is None:
+                break
+            progressed = True
+            self._handle_frame(*frame)
+        return progressed
+
+    def _parse_frame(self):
+        buf = self._buf
+        if len(buf) < 2:
+            return None
+        b0, b1 = buf[0], buf[1]
+        if b1 & 0x80:
+            raise AssertionError(f"{self.path} sent a masked frame: servers must not mask (RFC 6455 §5.1)")
+        if b0 & 0x70:
+            raise AssertionError(f"{self.path} set RSV bits, but no extension was negotiated (RFC 6455 §5.2)")
+        length, pos = b1 & 0x7F, 2
+        if length == 126:
+            if len(buf) < 4:
+                return None
+            (length,), pos = struct.unpack("!H", buf[2:4]), 4
+        elif length == 127:
+            if len(buf) < 10:
+                return None
+            (length,), pos = struct.unpack("!Q", buf[2:10]), 10
+        if len(buf) < pos + length:
+            return None
+        payload = bytes(buf[pos : pos + length])
+        del buf[: pos + length]
+        return bool(b0 & 0x80), b0 & 0x0F, payload
+
+    def _handle_frame(self, fin, opcode, payload):
+        if opcode == Opcode.PING:
+            self._send_frame(Opcode.PONG, payload)
+        elif opcode == Opcode.PONG:
+            pass
+        elif opcode == Opcode.CLOSE:
+            self.close_code, self.close_reason = parse_close(payload)
+            if not self._close_sent:
+                # Answer with the same code (RFC 6455 §5.5.1), then the server ends the TCP connection.
+                self._close_sent = True
+                code = None if self.close_code == CloseCode.NO_STATUS_RCVD else self.close_code
+                try:
+                    self._send_frame(Opcode.CLOSE, serialize_close(code))
+                except AssertionError:
+                    pass  # the server already went away: nothing left to answer
+            self._drain()
+        elif opcode in (Opcode.TEXT, Opcode.BINARY):
+            if self._fragments is not None:
+                raise AssertionError(f"{self.path} started a new message inside a fragmented one (RFC 6455 §5.4)")
+            self._fragments = (opcode, [payload])
+            if fin:
+                self._end_message()
+        elif opcode == Opcode.CONTINUATION:
+            if self._fragments is None:
+                raise AssertionError(f"{self.path} sent a continuation frame outside a message (RFC 6455 §5.4)")
+            self._fragments[1].append(payload)
+            if fin:
+                self._end_message()
+        else:
+            raise AssertionError(f"{self.path} sent a frame with the reserved opcode {opcode:#x}")
+
+    def _end_message(self):
+        opcode, parts = self._fragments
+        self._fragments = None
+        data = b"".join(parts)
+        if opcode == Opcode.TEXT:
+            try:
+                self._messages.append(data.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise AssertionError(f"{self.path} sent a text message that is not UTF-8: {_describe(data)}") from None
+        else:
+            self._messages.append(data)
+
+    def _drain(self):
+        # After the close handshake the server closes the TCP connection (RFC 6455 §7.1.1): read
+        # until it does, so that our own close is not a reset, then close our end.
+        deadline = time.monotonic() + self.timeout
+        while True:
+            data = self._recv(deadline)
+            if not data:
+                break
+        self._sock.close()
+
+    def _connection_lost(self):
+        self.close_code, self.close_reason = CloseCode.ABNORMAL_CLOSURE, ""
+        self._sock.close()
+
+    # --- closing ------------------------------------------------------------------------------
+
+    def close(self, code=CloseCode.NORMAL_CLOSURE, reason=""):
+        """Close the connection with ``code`` and wait for the view to return.
+
+        Messages not yet received are discarded. Fails the test when the server does not answer
+        the close frame, or the view keeps running, within the timeout; raises the view's
+        exception if it raised one. Calling it again does nothing.
+        """
+        if self._finished or self._thread is None:
+            return
+        if self.accepted and self.close_code is None and not self._close_sent:
+            self._close_sent = True
+            deadline = time.monotonic() + self.timeout
+            try:
+                self._send_frame(Opcode.CLOSE, serialize_close(code, reason))
+            except AssertionError:
+                self._connection_lost()
+            self._read_until(lambda: False, deadline)
+            if self.close_code is None:
+                self._sock.close()
+                self._finish()
+                raise AssertionError(f"{self.path} did not answer the close frame within {self.timeout}s")
+        elif self._sock.fileno() != -1:
+            self._sock.close()
+        self._finish()
+
+    def _join(self, deadline):
+        self._thread.join(max(0, deadline - time.monotonic()))
+        return not self._thread.is_alive()
+
+    def _view_ended(self):
+        # Once the connection ended, the view returns soon: wait for it, so that its exception
+        # (if it raised one) is known.
+        self._join(time.monotonic() + self.timeout)
+
+    def _finish(self):
+        self._finished = True
+        if not self._join(time.monotonic() + self.timeout):
+            raise AssertionError(
+                f"The view of {self.path} is still running {self.timeout}s after its connection closed: "
+                "does it loop without checking request.websocket.closed?"
+            )
+        self._raise_view_exception()
+
+    def _raise_view_exception(self):
+        exc_info, self._exc_info = self._exc_info, None
+        if exc_info is not None and self.raise_request_exception:
+            raise exc_info[1].with_traceback(exc_info[2])
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:
+            # Do not hide the test's own failure behind a second one.
+            try:
+                self.close()
+            except Exception:
+                pass
+
+    def __repr__(self):
+        if self.path is None:
+            state = "not connected"
+        elif not self.accepted:
+            state = "refused"
+        elif self.close_code is not None:
+            state = f"closed {self.close_code}"
+        else:
+            state = "open"
+        return f"<WebSocketClient {self.path!r} {state}>"
+
+
+# --- a live server that speaks WebSocket -----------------------------------------------------------
+
+
+class WebSocketLiveServerThread(LiveServerThread):
+    """Django's live server thread, on a server that can hand connections to WebSocket views."""
+
+    server_class = ThreadedWebSocketWSGIServer
+
+
+class WebSocketLiveServerTestCase(LiveServerTestCase):
+    """``LiveServerTestCase`` whose server also serves WebSocket views, for real clients and
+    browsers: connect to ``self.live_server_ws_url + "/path"``.
+
+    Like Django's, it is a ``TransactionTestCase``; set ``static_handler`` to
+    ``django.contrib.staticfiles.handlers.StaticFilesHandler`` to serve the apps' static files as
+    ``StaticLiveServerTestCase`` does.
+    """
+
+    server_thread_class = WebSocketLiveServerThread
+
+    @classproperty
+    def live_server_ws_url(cls):
+        """``ws://host:port`` of the live server."""
+        return f"ws://{cls.host}:{cls.server_thread.port}"
+
+
+# --- pytest ------------------------------------------------------------------------------------
+
+try:
+    import pytest
+except ImportError:  # pragma: no cover - pytest is optional
+    pytest = None
+
+if pytest is not None:
+
+    @pytest.fixture
+    def websocket_client(client):
+        """A :class:`WebSocketClient` sharing pytest-django's ``client`` (cookies, login), closed
+        after the test, which fails if its view is still running then."""
+        ws = WebSocketClient(client)
+        yield ws
+        ws.close()
