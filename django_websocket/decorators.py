@@ -33,9 +33,11 @@ def _decorator(view, options, *, required):
                 return view(request, *args, **kwargs)
             return serve(request, view, args, kwargs)
 
-        # Read by WebSocketMiddleware.process_view, as csrf_exempt's flag is read by CSRF's.
-        wrapper.accepts_websocket = True
-        wrapper.requires_websocket = required
+        # Read by WebSocketMiddleware.process_view, as csrf_exempt's flag is read by CSRF's. The
+        # first two are the 2010 names, which views could also set by hand.
+        wrapper.accept_websocket = True
+        wrapper.require_websocket = required
+        wrapper.websocket_decorated = True
         return wrapper
 
     return decorate if view is None else decorate(view)

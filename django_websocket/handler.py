@@ -7,7 +7,7 @@ from django.db import close_old_connections
 from django.http import HttpResponse
 
 from .conf import settings
-from .exceptions import ConnectionClosed, HandshakeError
+from .exceptions import ConnectionClosed, ForbiddenHandshake, HandshakeError, ServiceUnavailable
 from .frames import CloseCode
 from .groups import GroupsMixin
 from .handshake import is_websocket_request, read_request
@@ -46,11 +46,10 @@ class DjangoWebSocket(GroupsMixin, WebSocket):
 
 
 class _State:
-    __slots__ = ("error", "served")
+    __slots__ = ("error",)
 
     def __init__(self, error=None):
         self.error = error  # the HTTP response refusing a bad handshake, if any
-        self.served = False  # a view ran on this WebSocket and it was finished
 
 
 def error_response(status, message, headers=()):
@@ -58,6 +57,11 @@ def error_response(status, message, headers=()):
     for name, value in headers:
         response[name] = value
     return response
+
+
+def handshake_error_response(exc):
+    """The HTTP answer of a :class:`~django_websocket.exceptions.HandshakeError`: its status and headers."""
+    return error_response(exc.status, str(exc), exc.headers)
 
 
 def prepare(request, options=None):
@@ -88,7 +92,7 @@ def _open(request, environ):
         )
     except HandshakeError as exc:
         logger.warning("Bad WebSocket handshake for %s: %s", request.path, exc)
-        return error_response(exc.status, str(exc), exc.headers)
+        return handshake_error_response(exc)
     handover = environ.get(ENVIRON_KEY)
     if handover is None:
         logger.error(
@@ -113,15 +117,15 @@ def _open(request, environ):
     return None
 
 
-def refusal(request):
-    """The HTTP response refusing the handshake by policy (origin, capacity, shutdown), or None.
+def check_policy(request):
+    """Refuse the handshake by policy (origin, capacity, shutdown): raise a :class:`HandshakeError`.
 
     Checked just before the view runs, once the view's own options are known. Each refusal is
     logged with its reason: a silent 403 costs users days.
     """
     websocket = request.websocket
     if is_shutting_down():
-        return error_response(503, "The server is shutting down.")
+        raise ServiceUnavailable("The server is shutting down.")
     reason = check_origin(
         websocket.handshake.origin,
         secure=request.is_secure(),
@@ -132,12 +136,13 @@ def refusal(request):
         logger.warning(
             "Refused WebSocket handshake to %s from origin %r: %s", request.path, websocket.handshake.origin, reason
         )
-        return error_response(403, f"Origin refused: {reason}.")
+        raise ForbiddenHandshake(f"Origin refused: {reason}.")
     cap = settings.WEBSOCKET_MAX_CONNECTIONS
-    if cap is not None and open_connections() >= cap:
-        logger.warning("Refused WebSocket handshake to %s: %d connections open (cap %d)", request.path, cap, cap)
-        return error_response(503, "Too many WebSocket connections; try again later.")
-    return None
+    # Connections count once accepted, so concurrent handshakes may overshoot the cap slightly.
+    open_now = open_connections()
+    if cap is not None and open_now >= cap:
+        logger.warning("Refused WebSocket handshake to %s: %d connections open (cap %d)", request.path, open_now, cap)
+        raise ServiceUnavailable("Too many WebSocket connections; try again later.")
 
 
 class UpgradeResponse(HttpResponse):
@@ -153,14 +158,17 @@ def serve(request, view, args, kwargs):
     connection is upgraded, whatever the view returns is ignored: the socket is closed with 1000,
     or 1011 if the view raised (the exception then reaches Django's normal error handling).
     """
-    state = getattr(request, _STATE)
     websocket = request.websocket
-    refused = refusal(request)
-    if refused is not None:
-        state.served = True
-        return refused
     try:
+        check_policy(request)
         response = view(request, *args, **kwargs)
+    except HandshakeError as exc:
+        # A policy refusal, or the view's own (it may raise e.g. ForbiddenHandshake): before the
+        # upgrade it is an HTTP answer with the error's status.
+        if websocket.accepted:
+            websocket.close(CloseCode.POLICY_VIOLATION, str(exc))
+            return UpgradeResponse()
+        return handshake_error_response(exc)
     except ConnectionClosed:
         if not websocket.accepted:
             raise
@@ -168,11 +176,9 @@ def serve(request, view, args, kwargs):
         logger.debug("WebSocket client of %s went away", request.path)
         response = None
     except BaseException:
-        state.served = True
         if websocket.accepted:
             websocket.close(CloseCode.INTERNAL_ERROR)
         raise
-    state.served = True
     if not websocket.accepted:
         if response is not None:
             return response

@@ -11,6 +11,7 @@ in the WSGI environ under :data:`ENVIRON_KEY`.
 
 import collections
 import logging
+import os
 import select
 import socket
 import threading
@@ -139,6 +140,8 @@ class WebSocket:
         self._messages = collections.deque()
         self._lock = threading.Lock()  # guards the protocol state and writes to the socket
         self._recv_lock = threading.Lock()  # one reader at a time
+        self._accept_lock = threading.Lock()
+        self._last_pull = 0.0
         self._poller = None
         self._transport_closed = False
         self._close_deadline = None
@@ -220,7 +223,10 @@ class WebSocket:
 
     def _ensure_accepted(self):
         if not self.accepted:
-            self.accept()
+            # Two threads may use a fresh connection at once: only one of them accepts.
+            with self._accept_lock:
+                if not self.accepted:
+                    self.accept()
 
     # --- state --------------------------------------------------------------------------------
 
@@ -253,6 +259,18 @@ class WebSocket:
         self._ensure_accepted()
         if not isinstance(message, (str, bytes, bytearray, memoryview)):
             message = str(message)
+        now = time.monotonic()
+        if now - self._last_pull > 1.0 and len(self._messages) < 64:
+            # A view that only sends must still see the peer's close (and answer its pings):
+            # read one chunk of what arrived, at most once a second, without blocking. Unread
+            # messages stay bounded: past 64 queued, the kernel's buffers push back on the peer.
+            self._last_pull = now
+            if self._recv_lock.acquire(blocking=False):
+                try:
+                    if not self._transport_closed:
+                        self._receive(0)
+                finally:
+                    self._recv_lock.release()
         try:
             with self._lock:
                 if self._transport_closed:
@@ -261,9 +279,15 @@ class WebSocket:
         finally:
             self._run_close_callbacks()
 
-    def ping(self, payload=b""):
-        """Send a ping; returns an :class:`threading.Event` set when the matching pong arrives."""
+    def ping(self, payload=None):
+        """Send a ping; returns a :class:`threading.Event` set when the matching pong arrives.
+
+        Without ``payload``, a random one tells this ping's pong from others'. The event is also
+        set when the connection ends: check :attr:`closed` after it is set.
+        """
         self._ensure_accepted()
+        if payload is None:
+            payload = os.urandom(4)
         if isinstance(payload, str):
             payload = payload.encode("utf-8")
         waiter = threading.Event()
@@ -304,7 +328,10 @@ class WebSocket:
                     return None
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
-                    return None
+                    # Out of time, but what the socket already holds still counts (wait(0)).
+                    if not self._receive(0):
+                        return None
+                    continue
                 self._receive(remaining)
 
     def read(self, fallback=None):

@@ -9,7 +9,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.handlers.wsgi import WSGIHandler
 from django.test import override_settings
 from django.utils.decorators import method_decorator
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
@@ -57,6 +58,31 @@ def test_accept_all_serves_undecorated_views_through_the_middleware(thread_serve
             assert (status, body) == (200, b"plain view, is_websocket=False")
 
 
+def test_2010_view_attributes_set_by_hand(thread_server):
+    server = thread_server()
+    # /hand-marked has accept_websocket = True set by hand, /hand-required require_websocket = True.
+    assert echo_once(server, "/hand-marked") == "ping?"
+    with RawClient(server.host, server.port) as client:
+        status, _, _ = client.request("/hand-required", omit=("Upgrade", "Sec-WebSocket-Key", "Sec-WebSocket-Version"),
+                                      headers={"Connection": "close"})
+        assert status == 400
+
+
+def test_async_view_under_accept_all_is_refused_cleanly(thread_server):
+    server = thread_server()
+    with override_settings(WEBSOCKET_ACCEPT_ALL=True):
+        with pytest.raises(InvalidStatus) as info:
+            connect(server.url + "/async-view", open_timeout=TIMEOUT)
+        assert info.value.response.status_code == 400
+
+
+def test_view_raising_a_handshake_error_gets_its_status(thread_server):
+    server = thread_server()
+    with pytest.raises(InvalidStatus) as info:
+        connect(server.url + "/raises-forbidden", open_timeout=TIMEOUT)
+    assert info.value.response.status_code == 403
+
+
 def test_decorator_and_middleware_set_up_once(thread_server):
     # /count-setups reports how many WebSocket objects the request saw created.
     server = thread_server()
@@ -93,7 +119,8 @@ def test_method_decorator_marks_the_class_based_view():
         def get(self, request):
             pass
 
-    assert Echo.as_view().accepts_websocket is True
+    view = Echo.as_view()
+    assert (view.accept_websocket, view.require_websocket, view.websocket_decorated) == (True, True, True)
 
 
 def test_settings_are_read_when_used(thread_server):
@@ -265,3 +292,31 @@ def test_2010_style_project_installed_from_the_checkout(tmp_path):
             assert response.read() == b"plain"
     finally:
         server.stop()
+
+
+def test_send_only_view_notices_the_client_close(thread_server):
+    # /ticker sends every 50 ms and never reads; it must stop soon after the client closes.
+    from tests import views
+
+    server = thread_server()
+    with override_settings(WEBSOCKET_PING_INTERVAL=None):
+        with connect(server.url + "/ticker", open_timeout=TIMEOUT) as ws:
+            assert ws.recv(timeout=TIMEOUT) == "tick"
+        import time
+
+        closed_at = time.monotonic()
+        deadline = closed_at + TIMEOUT
+        while "ticker-ended" not in views.EVENTS and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "ticker-ended" in views.EVENTS
+        assert time.monotonic() - closed_at < 3
+
+
+def test_wait_zero_returns_what_the_socket_holds(thread_server):
+    import json
+
+    server = thread_server()
+    with connect(server.url + "/probe", open_timeout=TIMEOUT) as ws:
+        ws.send(json.dumps({"op": "batch", "sleep": 0.3, "steps": [{"op": "wait", "timeout": 0}]}))
+        ws.send("already there")
+        assert json.loads(ws.recv(timeout=TIMEOUT))["result"] == ["already there"]

@@ -20,6 +20,11 @@ urlpatterns = [
     path("undecorated-echo", views.undecorated_echo),
     path("plain-no-middleware", views.plain_no_middleware),
     path("same-object", views.same_object),
+    path("hand-marked", views.hand_marked),
+    path("hand-required", views.hand_required),
+    path("async-view", views.async_view),
+    path("raises-forbidden", views.raises_forbidden),
+    path("ticker", views.ticker),
     path("server-close-long", views.server_close_long),
     path("flood", views.flood),
 ]

@@ -213,3 +213,40 @@ def same_object(request):
     for message in websocket:
         assert request.websocket is websocket
         websocket.send(message)
+
+
+def hand_marked(request):
+    for message in request.websocket:
+        request.websocket.send(message)
+
+
+hand_marked.accept_websocket = True  # the 2010 way, with WebSocketMiddleware
+
+
+def hand_required(request):
+    return HttpResponse("never reached over plain HTTP")
+
+
+hand_required.require_websocket = True
+
+
+async def async_view(request):
+    return HttpResponse("async")
+
+
+@require_websocket
+def raises_forbidden(request):
+    from django_websocket.exceptions import ForbiddenHandshake
+
+    raise ForbiddenHandshake("not you")
+
+
+@require_websocket
+def ticker(request):
+    # Only sends; the client's close must still end it.
+    try:
+        while not request.websocket.closed:
+            request.websocket.send("tick")
+            time.sleep(0.05)
+    finally:
+        EVENTS.append("ticker-ended")
