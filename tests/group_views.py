@@ -1,6 +1,7 @@
 """Views of the group tests (tests/test_groups.py, tests/test_groups_redis.py)."""
 
 import json
+import os
 
 from django.http import HttpResponse
 
@@ -9,7 +10,7 @@ from django_websocket import groups, require_websocket
 
 @require_websocket
 def member(request):
-    """Joins the groups of ``?join=a,b``, answers ``{"joined": [...], "id": ...}``, then obeys
+    """Joins the groups of ``?join=a,b``, answers ``{"joined": [...], "id": ..., "pid": ...}``, then obeys
     JSON commands while group messages reach the client through the socket's own send path:
 
     ``{"send": group, "message": str, "binary": bool, "exclude_self": bool, "ack": bool}``,
@@ -19,7 +20,7 @@ def member(request):
     ws = request.websocket
     for group in filter(None, request.GET.get("join", "").split(",")):
         ws.join(group)
-    ws.send(json.dumps({"joined": sorted(ws.groups), "id": ws.id}))
+    ws.send(json.dumps({"joined": sorted(ws.groups), "id": ws.id, "pid": os.getpid()}))
     for command in ws:
         command = json.loads(command)
         try:
@@ -57,3 +58,8 @@ def send(request):
 def members(request):
     """How many sockets of this process are in ``?group=``."""
     return HttpResponse(str(groups.get_backend().local_members(request.GET["group"])), content_type="text/plain")
+
+
+def backend(request):
+    """The class of this process's group backend and the process id."""
+    return HttpResponse(f"{type(groups.get_backend()).__name__} {os.getpid()}", content_type="text/plain")

