@@ -90,6 +90,8 @@ class ServerProtocol:
         self.close_received = False
         #: The :class:`ProtocolError` that failed the connection, if one did.
         self.failure = None
+        # The close frame of a failure, until data_to_send() hands it out (see there).
+        self._failure_close = None
         self._buf = bytearray()
         self._pos = 0
         self._events = []
@@ -135,20 +137,31 @@ class ServerProtocol:
         events, self._events = self._events, []
         return events
 
-    def data_to_send(self):
-        """Return and forget the bytes the protocol wants written (pongs, close frames)."""
-        if not self._out:
-            return b""
-        out = b"".join(self._out)
+    def data_to_send(self, *, hold_failure_close=False):
+        """Return and forget the bytes the protocol wants written (pongs, close frames).
+
+        With ``hold_failure_close``, the close frame of a failure stays back (and data may still
+        be sent): an application that has not yet consumed the messages received before the bad
+        frame can answer them first, then the close goes out with the next call.
+        """
+        out = b"".join(self._out) if self._out else b""
         self._out = []
+        if self._failure_close is not None and not hold_failure_close:
+            out += self._failure_close
+            self._failure_close = None
+            self.close_sent = True
         return out
+
+    @property
+    def failure_close_pending(self):
+        """Whether the close frame of a failure was held back by ``data_to_send``."""
+        return self._failure_close is not None
 
     def fail(self, exc):
         """Fail the connection with ``exc.code`` (RFC 6455 §7.1.7): send a close, discard input."""
         self.failure = exc
-        if not self.close_sent:
-            self._out.append(serialize_frame(_CLOSE, serialize_close(exc.code, str(exc))))
-            self.close_sent = True
+        if not self.close_sent and self._failure_close is None:
+            self._failure_close = serialize_frame(_CLOSE, serialize_close(exc.code, str(exc)))
         if not self.close_received:
             self.close_code, self.close_reason = exc.code, str(exc)
             self._events.append(Close(exc.code, str(exc)))
@@ -373,9 +386,14 @@ class ServerProtocol:
         return serialize_frame(_PONG, bytes(payload))
 
     def send_close(self, code=CloseCode.NORMAL_CLOSURE, reason=""):
-        """Return the close frame to start the closing handshake, or ``b""`` if one was sent."""
+        """Return the close frame to start the closing handshake, or ``b""`` if one was sent.
+
+        After a failure whose close frame is still held back, that frame is returned instead.
+        """
         if self.close_sent:
             return b""
+        if self._failure_close is not None:
+            return self.data_to_send()
         frame = serialize_frame(_CLOSE, serialize_close(code, reason))
         self.close_sent = True
         if self.close_code is None:

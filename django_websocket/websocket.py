@@ -326,6 +326,9 @@ class WebSocket:
                     return self._messages.popleft()
                 if self._transport_closed:
                     return None
+                if self._proto.failure_close_pending:
+                    self._send_held_close()
+                    return None
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     # Out of time, but what the socket already holds still counts (wait(0)).
@@ -372,6 +375,8 @@ class WebSocket:
         try:
             while not self._transport_closed and self._receive(0):
                 pass
+            if not self._messages and self._proto.failure_close_pending:
+                self._send_held_close()
         finally:
             self._recv_lock.release()
 
@@ -413,7 +418,12 @@ class WebSocket:
         with self._lock:
             proto.receive_data(data)
             events = proto.events_received()
-            reply = proto.data_to_send()
+            # Messages that arrived before a bad frame are still delivered, and the view may
+            # answer them: the failure's close frame waits until the view has read them.
+            hold = proto.failure is not None and not self._closing_locally and (
+                bool(self._messages) or any(isinstance(e, (str, bytes)) for e in events)
+            )
+            reply = proto.data_to_send(hold_failure_close=hold)
             if reply:
                 try:
                     self._sock.sendall(reply)
@@ -432,9 +442,19 @@ class WebSocket:
             elif isinstance(event, Close):
                 if proto.failure is not None:
                     logger.info("WebSocket failed with %s: %s", proto.failure.code, proto.failure)
-        if proto.state is State.CLOSED:
+        if proto.state is State.CLOSED and not proto.failure_close_pending:
             self._finish_transport()
         self._run_close_callbacks()
+
+    def _send_held_close(self):
+        # The view has read every message received before the failure: now fail for real.
+        with self._lock:
+            data = self._proto.data_to_send()
+            try:
+                self._sock.sendall(data)
+            except OSError:
+                self._lost_locked()
+        self._finish_transport()
 
     # --- closing ------------------------------------------------------------------------------
 
