@@ -156,10 +156,13 @@ def _gevent_worker():
     import gevent
     from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIHandler
 
-    from .gevent import WebSocketHandlerMixin
+    from .gevent import WebSocketHandlerMixin, untrack_greenlet_tree
 
     class WebSocketPyWSGIHandler(WebSocketHandlerMixin, PyWSGIHandler):
         """gunicorn's pywsgi handler (its access log), able to hand a connection over."""
+
+        # gunicorn's access log format may print request headers.
+        keep_request_headers = True
 
     class GeventWorker(_ClosesWebSocketsOnExit, GeventPyWSGIWorker):
         """gunicorn's gevent (pywsgi) worker, able to hand a connection to a WebSocket view.
@@ -169,6 +172,10 @@ def _gevent_worker():
         """
 
         wsgi_handler = WebSocketPyWSGIHandler
+
+        def init_process(self):
+            untrack_greenlet_tree()
+            super().init_process()
 
         def close_websockets_later(self):
             # The signal handler runs in the event loop, where starting a thread (which waits
