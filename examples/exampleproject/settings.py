@@ -1,5 +1,6 @@
 """Settings of the example project (for development only: DEBUG is on)."""
 
+import os
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -17,6 +18,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "echo",
+    "search",
 ]
 
 MIDDLEWARE = [
@@ -35,7 +37,7 @@ WSGI_APPLICATION = "exampleproject.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        "DIRS": [BASE_DIR / "exampleproject" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -50,10 +52,17 @@ TEMPLATES = [
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
-        "NAME": BASE_DIR / "db.sqlite3",
+        # EXAMPLE_DATABASE: another SQLite file, e.g. a temporary one for the browser tests.
+        "NAME": os.environ.get("EXAMPLE_DATABASE", BASE_DIR / "db.sqlite3"),
     }
 }
 
 STATIC_URL = "static/"
+# The pages' shared script (livesocket.js: connection state, reconnection) and style.
+STATICFILES_DIRS = [BASE_DIR / "exampleproject" / "static"]
 USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Live search: seconds between two searches pushed for an unchanged query (the 2010 example
+# searched every 30 seconds); a change of the entries pushes fresh results at once anyway.
+LIVE_SEARCH_INTERVAL = 30

@@ -1,7 +1,10 @@
-from django.urls import path
+from django.urls import include, path
 from echo import views as echo_views
 
+from . import views
+
 urlpatterns = [
-    path("", echo_views.index, name="index"),
+    path("", views.index, name="index"),
     path("echo", echo_views.echo, name="echo"),
+    path("search/", include("search.urls")),
 ]
