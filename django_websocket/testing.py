@@ -581,10 +581,51 @@ class WebSocketClient:
 # --- a live server that speaks WebSocket -----------------------------------------------------------
 
 
+class _LiveWebSocketServer(ThreadedWebSocketWSGIServer):
+    """The live server, which knows its connections so that it can end them when it stops."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._connections = {}  # connection thread -> its socket
+        self._connections_lock = threading.Lock()
+
+    def process_request_thread(self, request, client_address):
+        with self._connections_lock:
+            self._connections[threading.current_thread()] = request
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._connections_lock:
+                self._connections.pop(threading.current_thread(), None)
+
+    def end_connections(self, timeout=5.0):
+        """End every open connection (WebSockets included) and wait for their threads.
+
+        A WebSocket outlives the test that opened it when a browser keeps its page open; its
+        view must be over before the test case gives the database connections back.
+        """
+        with self._connections_lock:
+            connections_ = dict(self._connections)
+        for sock in connections_.values():
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # the view's wait() sees the end and returns
+            except OSError:
+                pass
+        deadline = time.monotonic() + timeout
+        for thread in connections_:
+            thread.join(max(0, deadline - time.monotonic()))
+
+
 class WebSocketLiveServerThread(LiveServerThread):
     """Django's live server thread, on a server that can hand connections to WebSocket views."""
 
-    server_class = ThreadedWebSocketWSGIServer
+    server_class = _LiveWebSocketServer
+
+    def terminate(self):
+        if hasattr(self, "httpd"):
+            self.httpd.shutdown()  # no new connections ...
+            self.httpd.end_connections()  # ... and none left running
+        super().terminate()
 
 
 class WebSocketLiveServerTestCase(LiveServerTestCase):
