@@ -7,8 +7,12 @@ from django_websocket.testing import WebSocketClient
 
 class EchoTests(TestCase):
     def test_page(self):
+        response = self.client.get("/echo/page")
+        self.assertContains(response, "new WebSocket(url)")
+
+    def test_plain_http_to_the_socket_is_refused(self):
         response = self.client.get("/echo")
-        self.assertContains(response, "new LiveSocket")
+        self.assertContains(response, "This view accepts only WebSocket connections.", status_code=400)
 
     def test_every_message_comes_back(self):
         with WebSocketClient(self.client) as ws:
@@ -20,5 +24,5 @@ class EchoTests(TestCase):
 
     def test_index_links_the_examples(self):
         response = self.client.get("/")
-        self.assertContains(response, 'href="/echo"')
+        self.assertContains(response, 'href="/echo/page"')
         self.assertContains(response, 'href="/search/"')

@@ -6,5 +6,6 @@ from . import views
 urlpatterns = [
     path("", views.index, name="index"),
     path("echo", echo_views.echo, name="echo"),
+    path("echo/page", echo_views.index, name="echo-page"),
     path("search/", include("search.urls")),
 ]

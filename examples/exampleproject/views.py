@@ -3,7 +3,7 @@ from django.urls import NoReverseMatch, reverse
 
 # (URL name, title, description) of each example; one whose app is not installed is left out.
 EXAMPLES = [
-    ("echo", "Echo", "every message comes back, as in the 2010 example."),
+    ("echo-page", "Echo", "every message comes back, as in the 2010 example."),
     ("chat:index", "Chat", "rooms where logged-in users talk, on groups (in memory, or Redis)."),
     ("search:search", "Live search", "results pushed every few seconds and whenever the data changes."),
 ]
