@@ -1,0 +1,215 @@
+"""Idle WebSocket connections on one gevent process: memory per connection, and each one echoes.
+
+Run by hand (it is not a test), from the repository's root::
+
+    .venv/bin/python benchmarks/idle_connections.py
+    .venv/bin/python benchmarks/idle_connections.py --server gevent-websocket --counts 10000
+    .venv/bin/python benchmarks/idle_connections.py --counts 2000 --profile 8
+
+It starts the server (``python -m django_websocket.servers.gevent``, exactly as deployed, on
+127.0.0.1, with the test project's ``@require_websocket`` echo view behind its sessions, auth and
+WebSocket middleware), opens 1,000, then 5,000, then 10,000 WebSocket connections with a light
+asyncio client in this process, and at each step, once the connections have been idle for a
+moment, reads the server's resident memory (``VmRSS`` in ``/proc/PID/status``) and CPU time, then
+sends a message on every connection and waits for each echo. It prints a markdown table.
+
+KiB per connection = (RSS with N connections - RSS after a warm-up with none) / N. The client
+answers the server's keepalive pings, as a browser does. ``--profile FRAMES`` starts tracemalloc
+in the server and prints where the memory of the open connections was allocated.
+
+Both processes need more file descriptors than the usual 1024: the script raises its soft limit
+to the hard one (inherited by the server); raise the hard limit (``ulimit -Hn``, limits.conf or
+systemd's LimitNOFILE) if it is below the largest count plus a few hundred.
+"""
+
+import argparse
+import asyncio
+import os
+import resource
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.bulkclient import echo_all, open_clients  # noqa: E402
+
+# name: (how the server is started, the echo view's path)
+SERVERS = {
+    "gevent": (["-m", "django_websocket.servers.gevent"], "/echo"),
+    "gevent-websocket": (["-m", "django_websocket.servers.geventwebsocket"], "/echo"),
+    # A plain Django view on gevent-websocket, without this app: the figure to compare with.
+    "reference": ([str(ROOT / "benchmarks" / "reference_geventwebsocket.py")], "/raw-echo"),
+}
+
+
+# --- the server ------------------------------------------------------------------------------
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(name, port, profile):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    if profile:
+        env["BENCH_TRACEMALLOC"] = str(profile)
+    if name == "reference":
+        env["BENCH_REFERENCE"] = "1"
+    argv = [
+        sys.executable, *SERVERS[name][0], f"127.0.0.1:{port}",
+        "--settings", "benchmarks.settings", "--no-access-log", "--backlog", "4096",
+    ]  # fmt: skip
+    log = tempfile.NamedTemporaryFile("w", prefix=f"bench-server-{name}-", suffix=".log", delete=False)
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc.log = log
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with {proc.returncode}: see {log.name}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return proc
+        except OSError:
+            time.sleep(0.1)
+    stop_server(proc)
+    raise TimeoutError("the server did not listen within 30 s")
+
+
+def stop_server(proc):
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    proc.log.close()
+
+
+def rss_kib(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def cpu_seconds(pid):
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def raise_fd_limit(needed):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(hard, max(needed, soft))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    if soft < needed:
+        sys.exit(f"need {needed} file descriptors per process, the hard limit is {hard}: raise it (ulimit -Hn)")
+    return soft
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+
+async def run(options):
+    port = free_port()
+    raise_fd_limit(max(options.counts) + 200)
+    server = start_server(options.server, port, options.profile)
+    rows, clients = [], []
+    try:
+        # Warm-up: the first connections load code and fill caches that later ones share.
+        warm = []
+        path = SERVERS[options.server][1]
+        failures = await open_clients("127.0.0.1", port, path, 50, warm)
+        assert not failures, failures
+        await echo_all(warm)
+        for client in warm:
+            client.transport.close()
+        await asyncio.sleep(2)
+        if options.profile:
+            await asyncio.to_thread(http_get, port, "/tracemalloc?baseline")
+        baseline = rss_kib(server.pid)
+        print(f"server pid {server.pid}, RSS after warm-up {baseline / 1024:.1f} MiB", file=sys.stderr)
+        for count in sorted(options.counts):
+            started = time.monotonic()
+            failures = await open_clients("127.0.0.1", port, path, count - len(clients), clients)
+            opened_in = time.monotonic() - started
+            if failures:
+                print(f"{len(failures)} connections failed, e.g. {failures[0]!r}", file=sys.stderr)
+            await asyncio.sleep(options.settle)
+            rss = rss_kib(server.pid)
+            cpu_before, wall_before = cpu_seconds(server.pid), time.monotonic()
+            await asyncio.sleep(options.idle)
+            idle_cpu = (cpu_seconds(server.pid) - cpu_before) / (time.monotonic() - wall_before) * 100
+            started = time.monotonic()
+            ok, latencies = await echo_all(clients)
+            echoed_in = time.monotonic() - started
+            alive = sum(not c.closed for c in clients)
+            rows.append(
+                {
+                    "connections": len(clients),
+                    "rss": rss,
+                    "per_connection": (rss - baseline) / len(clients),
+                    "idle_cpu": idle_cpu,
+                    "opened_in": opened_in,
+                    "echoed": ok,
+                    "alive": alive,
+                    "echoed_in": echoed_in,
+                    "p50": statistics.median(latencies) if latencies else float("nan"),
+                    "max": max(latencies, default=float("nan")),
+                }
+            )
+            print(f"{len(clients)} connections: {rows[-1]['per_connection']:.1f} KiB each", file=sys.stderr)
+        report = await asyncio.to_thread(http_get, port, "/tracemalloc?top=30") if options.profile else None
+    finally:
+        for client in clients:
+            if client.transport is not None:
+                client.transport.close()
+        await asyncio.sleep(0.5)
+        stop_server(server)
+    return baseline, rows, report
+
+
+def http_get(port, path):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=120) as response:
+        return response.read().decode()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--server", choices=sorted(SERVERS), default="gevent")
+    parser.add_argument("--counts", type=int, nargs="+", default=[1000, 5000, 10000])
+    parser.add_argument("--settle", type=float, default=3.0, help="Seconds to let connections go idle.")
+    parser.add_argument("--idle", type=float, default=5.0, help="Seconds over which idle CPU is measured.")
+    parser.add_argument("--profile", type=int, default=0, metavar="FRAMES", help="tracemalloc in the server.")
+    options = parser.parse_args()
+    baseline, rows, report = asyncio.run(run(options))
+    print(f"\nServer: `{' '.join(SERVERS[options.server][0])}` (Python {sys.version.split()[0]}); RSS after warm-up "
+          f"{baseline / 1024:.1f} MiB.\n")
+    print("| idle connections | server RSS | KiB/connection | idle CPU | opened in | echoed | echo time (p50 / max) |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r['connections']:,} | {r['rss'] / 1024:.1f} MiB | {r['per_connection']:.1f} | "
+            f"{r['idle_cpu']:.1f} % | {r['opened_in']:.1f} s | {r['echoed']:,}/{r['connections']:,} | "
+            f"{r['echoed_in']:.2f} s ({r['p50'] * 1000:.0f} ms / {r['max'] * 1000:.0f} ms) |"
+        )
+    if report:
+        print("\nWhere the memory went (tracemalloc, growth since the warm-up):\n\n```\n" + report + "```")
+    if any(r["echoed"] != r["connections"] for r in rows):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,21 @@
+"""Settings of the benchmark server: the test project, with a view reporting memory allocations.
+
+``BENCH_TRACEMALLOC=1`` starts tracemalloc when the server loads (before any connection), so that
+``/tracemalloc`` can tell where the memory of the open connections went.
+"""
+
+import os
+import tracemalloc
+
+from tests.settings import *  # noqa: F403
+
+ROOT_URLCONF = "benchmarks.urls"
+# Only the warnings: thousands of connections must not mean thousands of log lines.
+LOGGING["loggers"]["django_websocket"]["level"] = "WARNING"  # noqa: F405
+
+if os.environ.get("BENCH_TRACEMALLOC") and not tracemalloc.is_tracing():
+    tracemalloc.start(int(os.environ["BENCH_TRACEMALLOC"]))
+
+if os.environ.get("BENCH_REFERENCE"):
+    # The reference (reference_geventwebsocket.py): no django_websocket in the request's path.
+    MIDDLEWARE = [m for m in MIDDLEWARE if not m.startswith("django_websocket.")]  # noqa: F405

@@ -1,0 +1,52 @@
+"""The benchmark's URLs: the test project's echo view, and the allocation report."""
+
+import gc
+import tracemalloc
+
+from django.http import HttpResponse
+from django.urls import path
+
+from tests import views
+
+_baseline = []
+
+
+def raw_echo(request):
+    """The reference: echo with gevent-websocket's own object, as a view did before this app."""
+    websocket = request.environ["wsgi.websocket"]
+    while True:
+        message = websocket.receive()
+        if message is None:
+            break
+        websocket.send(message)
+    return HttpResponse()
+
+
+def allocations(request):
+    """``?baseline``: remember the allocations now; else the top allocation sites since then."""
+    if not tracemalloc.is_tracing():
+        return HttpResponse("start the server with BENCH_TRACEMALLOC=<frames>\n", status=409)
+    gc.collect()
+    snapshot = tracemalloc.take_snapshot().filter_traces(
+        [tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, "<frozen importlib._bootstrap>")]
+    )
+    if "baseline" in request.GET or not _baseline:
+        _baseline[:] = [snapshot]
+        return HttpResponse("baseline taken\n")
+    group = request.GET.get("group", "lineno")
+    top = int(request.GET.get("top", 25))
+    stats = snapshot.compare_to(_baseline[0], group)
+    lines = [f"{'KiB':>9} {'count':>8}  where"]
+    for stat in stats[:top]:
+        frames = stat.traceback.format(limit=int(request.GET.get("frames", 1)))
+        lines.append(f"{stat.size_diff / 1024:9.1f} {stat.count_diff:8d}  " + "\n                    ".join(frames))
+    total = sum(stat.size_diff for stat in stats)
+    lines.append(f"{total / 1024:9.1f}           total traced growth")
+    return HttpResponse("\n".join(lines) + "\n", content_type="text/plain")
+
+
+urlpatterns = [
+    path("echo", views.echo),
+    path("raw-echo", raw_echo),
+    path("tracemalloc", allocations),
+]
