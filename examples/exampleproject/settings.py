@@ -19,6 +19,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "echo",
     "search",
+    "chat",
 ]
 
 MIDDLEWARE = [
@@ -66,3 +67,13 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Live search: seconds between two searches pushed for an unchanged query (the 2010 example
 # searched every 30 seconds); a change of the entries pushes fresh results at once anyway.
 LIVE_SEARCH_INTERVAL = 30
+
+# Chat: rooms are groups. In memory by default (the sockets of one process: runserver); set
+# REDIS_URL (e.g. redis://127.0.0.1:6379/0) to share them between processes, as several
+# gunicorn workers need.
+if os.environ.get("REDIS_URL"):
+    WEBSOCKET_GROUPS = {
+        "BACKEND": "django_websocket.groups.redis.RedisGroupBackend",
+        "LOCATION": os.environ["REDIS_URL"],
+        "PREFIX": "exampleproject:",
+    }

@@ -1,0 +1,144 @@
+"""The chat example (examples/chat) run for real, as its docs say to run it.
+
+Under ``runserver --multithreaded`` on the in-memory backend, out of the box; and under gunicorn
+with two gevent workers on the Redis backend (``REDIS_URL``), where the clients of a room are
+spread over both workers and still all see every message.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from websockets.sync.client import connect
+
+from tests.servers import ROOT, ServerProcess, free_port
+
+EXAMPLES = ROOT / "examples"
+TIMEOUT = 10
+
+
+@pytest.fixture(scope="module")
+def example_env(tmp_path_factory):
+    env = {
+        "DJANGO_SETTINGS_MODULE": "exampleproject.settings",
+        "EXAMPLE_DATABASE": str(tmp_path_factory.mktemp("chat") / "examples.sqlite3"),
+    }
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+        cwd=EXAMPLES,
+        env=dict(os.environ, PYTHONPATH=str(ROOT), **env),
+        check=True,
+        timeout=120,
+    )
+    return env
+
+
+def enter(server, room):
+    ws = connect(f"{server.url}/chat/{room}/", open_timeout=TIMEOUT, legacy=True)
+    welcome = json.loads(ws.recv(timeout=TIMEOUT))
+    assert welcome["type"] == "welcome"
+    ws.user = welcome["user"]
+    return ws
+
+
+def events(ws, count):
+    return [json.loads(ws.recv(timeout=TIMEOUT)) for _ in range(count)]
+
+
+def get(server, path):
+    with urllib.request.urlopen(server.http_url + path, timeout=TIMEOUT) as response:
+        return response.status, response.read().decode()
+
+
+def chat_round(server, room, clients):
+    """Each client says one line; every client must see all of them, each sender's in order."""
+    for n, ws in enumerate(clients):
+        ws.send(f"line {n}")
+    expected = {f"line {n}": ws.user for n, ws in enumerate(clients)}
+    for ws in clients:
+        seen = [event for event in events(ws, len(clients)) if event["type"] == "message"]
+        assert {event["text"]: event["user"] for event in seen} == expected
+
+
+def test_chat_under_runserver_in_memory(example_env):
+    port = free_port()
+    argv = [sys.executable, "manage.py", "runserver", "--multithreaded", "--noreload", f"127.0.0.1:{port}"]
+    server = ServerProcess("chat-runserver", argv, port, env=example_env, cwd=EXAMPLES)
+    try:
+        status, page = get(server, "/chat/lobby/")
+        assert status == 200 and "new LiveSocket" in page
+        alice = enter(server, "lobby")
+        bob = enter(server, "lobby")
+        assert alice.user.startswith("anonymous-") and bob.user.startswith("anonymous-")
+        assert json.loads(alice.recv(timeout=TIMEOUT)) == {"type": "joined", "user": bob.user}
+        chat_round(server, "lobby", [alice, bob])
+        bob.close()
+        assert json.loads(alice.recv(timeout=TIMEOUT)) == {"type": "left", "user": bob.user}
+        alice.close()
+    finally:
+        server.stop()
+    assert "Traceback" not in server.output(), server.output()
+
+
+def _worker_connections(master_pid, port):
+    """{worker pid: established connections to ``port``}, read from /proc (Linux)."""
+    inodes = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        if not os.path.exists(table):
+            continue
+        with open(table) as lines:
+            next(lines)
+            for line in lines:
+                fields = line.split()
+                local_port = int(fields[1].rsplit(":", 1)[1], 16)
+                if local_port == port and fields[3] == "01":  # 01: ESTABLISHED
+                    inodes[fields[9]] = True
+    counts = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                if int(stat.read().rsplit(")", 1)[1].split()[1]) != master_pid:
+                    continue
+            links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+        except OSError:
+            continue  # a process that ended meanwhile
+        counts[int(pid)] = sum(1 for link in links if link.startswith("socket:[") and link[8:-1] in inodes)
+    return counts
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts connections per worker in /proc")
+def test_chat_on_two_gunicorn_gevent_workers_with_redis(example_env, redis_server):
+    pytest.importorskip("gevent")
+    port = free_port()
+    argv = [
+        sys.executable, "-m", "gunicorn",
+        "-k", "django_websocket.servers.gunicorn.GeventWorker", "--workers", "2",
+        "--bind", f"127.0.0.1:{port}", "exampleproject.wsgi",
+    ]  # fmt: skip
+    env = {**example_env, "REDIS_URL": redis_server.url}
+    server = ServerProcess("chat-gunicorn", argv, port, env=env, cwd=EXAMPLES)
+    clients = []
+    try:
+        assert get(server, "/static/examples/livesocket.js")[0] == 200  # the page's script, too
+        # Both workers take connections once both have booted: enter until each holds some.
+        deadline = time.monotonic() + 20
+        while True:
+            clients.append(enter(server, "workers"))
+            per_worker = _worker_connections(server.proc.pid, port)
+            if len(clients) >= 6 and sum(1 for count in per_worker.values() if count) == 2:
+                break
+            assert time.monotonic() < deadline, f"connections per worker: {per_worker}"
+        for n, ws in enumerate(clients):
+            # Each client first hears of those who entered after it, whichever worker they are on.
+            later = [event["user"] for event in events(ws, len(clients) - 1 - n)]
+            assert later == [other.user for other in clients[n + 1 :]]
+        chat_round(server, "workers", clients)
+    finally:
+        for ws in clients:
+            ws.close()
+        server.stop()
+    assert "Traceback" not in server.output(), server.output()
