@@ -86,9 +86,10 @@ def send(group, message, *, exclude=None):
     get_backend().send(group, message, _exclude_ids(exclude))
 
 
-def send_json(group, data, *, exclude=None, cls=DjangoJSONEncoder, **kwargs):
-    """Send ``data`` encoded as JSON in a text message (dates, decimals and UUIDs included)."""
-    send(group, json.dumps(data, cls=cls, **kwargs), exclude=exclude)
+def send_json(group, data, *, exclude=None, cls=None, **kwargs):
+    """Send ``data`` encoded as JSON in a text message: with Django's encoder by default (dates,
+    decimals and UUIDs included), else the ``cls`` given; ``kwargs`` go to ``json.dumps``."""
+    send(group, json.dumps(data, cls=cls or DjangoJSONEncoder, **kwargs), exclude=exclude)
 
 
 class GroupsMixin:
