@@ -197,7 +197,7 @@ class WebSocket:
         )
         sock, leftover = self._handover.take()
         self._sock = sock
-        self.last_received = time.monotonic()
+        self.last_received = self._last_pull = time.monotonic()
         # Reads only happen once the socket is readable, so this timeout bounds sends: a client
         # that stops reading cannot hold a thread or greenlet forever (the socket is then closed).
         sock.settimeout(self.send_timeout)
@@ -259,18 +259,6 @@ class WebSocket:
         self._ensure_accepted()
         if not isinstance(message, (str, bytes, bytearray, memoryview)):
             message = str(message)
-        now = time.monotonic()
-        if now - self._last_pull > 1.0 and len(self._messages) < 64:
-            # A view that only sends must still see the peer's close (and answer its pings):
-            # read one chunk of what arrived, at most once a second, without blocking. Unread
-            # messages stay bounded: past 64 queued, the kernel's buffers push back on the peer.
-            self._last_pull = now
-            if self._recv_lock.acquire(blocking=False):
-                try:
-                    if not self._transport_closed:
-                        self._receive(0)
-                finally:
-                    self._recv_lock.release()
         try:
             with self._lock:
                 if self._transport_closed:
@@ -278,6 +266,19 @@ class WebSocket:
                 self._write(self._proto.send(message))
         finally:
             self._run_close_callbacks()
+        now = time.monotonic()
+        if now - self._last_pull > 1.0 and len(self._messages) < 64:
+            # A view that only sends must still see the peer's close (and answer its pings):
+            # after sending, read one chunk of what arrived, at most once a second, without
+            # blocking. Unread messages stay bounded: past 64 queued, the kernel's buffers push
+            # back on the peer.
+            self._last_pull = now
+            if self._recv_lock.acquire(blocking=False):
+                try:
+                    if not self._transport_closed:
+                        self._receive(0)
+                finally:
+                    self._recv_lock.release()
 
     def ping(self, payload=None):
         """Send a ping; returns a :class:`threading.Event` set when the matching pong arrives.
