@@ -173,6 +173,7 @@ class WebSocketClient:
         return self.client.login(**credentials)
 
     def logout(self):
+        """Log out, for this client and its test ``Client``."""
         self.client.logout()
 
     # --- the opening handshake ----------------------------------------------------------------
