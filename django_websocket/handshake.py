@@ -165,7 +165,9 @@ def parse_extensions(value):
             if sep:
                 pvalue = pvalue.strip()
                 if len(pvalue) >= 2 and pvalue[0] == pvalue[-1] == '"':
-                    pvalue = pvalue[1:-1]
+                    # RFC 6455 §9.1: the value *after quoted-string unescaping* must be a token;
+                    # a quoted-pair is a backslash and the character it stands for (RFC 7230 §3.2.6).
+                    pvalue = re.sub(r"\\(.)", r"\1", pvalue[1:-1])
                 if not _TOKEN.fullmatch(pvalue):
                     raise BadRequest(f"invalid value for extension parameter {pname!r}")
                 params_value = pvalue
@@ -185,9 +187,13 @@ class _Duplicate:
 
 
 def _split_outside_quotes(value, sep):
-    parts, current, quoted = [], [], False
+    parts, current, quoted, escaped = [], [], False, False
     for char in value:
-        if char == '"':
+        if escaped:  # the character of a quoted-pair never opens, closes or separates
+            escaped = False
+        elif quoted and char == "\\":
+            escaped = True
+        elif char == '"':
             quoted = not quoted
         if char == sep and not quoted:
             parts.append("".join(current))
