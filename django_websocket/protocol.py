@@ -105,7 +105,7 @@ class ServerProtocol:
         # The data message being reassembled (RFC 6455 §5.4).
         self._m_opcode = None
         self._m_compressed = False
-        self._m_parts = []
+        self._m_buf = bytearray()
         self._m_size = 0
         self._m_decoder = None
 
@@ -297,9 +297,11 @@ class ServerProtocol:
             if limit is not None and self._m_size + len(chunk) > limit:
                 raise MessageTooBig(f"message inflates past the limit of {limit} bytes")
         self._m_size += len(chunk)
-        parts = self._m_parts
+        # The message so far is kept as one bytearray, not a list of pieces: a peer trickling a
+        # message byte by byte would otherwise make each byte cost an object (~40x the limit).
+        buf = self._m_buf
         if self._m_opcode == _TEXT:
-            if message_done and not parts and self._m_decoder is None:
+            if message_done and not buf and self._m_decoder is None:
                 # Fast path: a whole text message in one piece.
                 try:
                     message = chunk.decode("utf-8")
@@ -311,25 +313,27 @@ class ServerProtocol:
             if self._m_decoder is None:
                 self._m_decoder = _Utf8Decoder()
             try:
-                parts.append(self._m_decoder.decode(chunk, message_done))
+                # Validated as it arrives, to fail fast (RFC 6455 §8.1); decoded whole at the end.
+                self._m_decoder.decode(chunk, message_done)
             except UnicodeDecodeError as exc:
                 raise InvalidPayload(f"invalid UTF-8 in a text message: {exc.reason}") from None
+            buf += chunk
             if message_done:
-                self._events.append("".join(parts))
+                self._events.append(buf.decode("utf-8"))
                 self._end_message()
         else:
             if message_done:
-                if parts:
-                    parts.append(chunk)
-                    chunk = b"".join(parts)
+                if buf:
+                    buf += chunk
+                    chunk = buf
                 self._events.append(bytes(chunk))
                 self._end_message()
-            elif chunk:
-                parts.append(chunk)
+            else:
+                buf += chunk
 
     def _end_message(self):
         self._m_opcode = None
-        self._m_parts = []
+        self._m_buf = bytearray()
         self._m_size = 0
         self._m_decoder = None
 
