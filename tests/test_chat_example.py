@@ -14,11 +14,15 @@ import urllib.request
 
 import pytest
 from websockets.sync.client import connect
+from websockets.version import version as websockets_version
 
 from tests.servers import ROOT, ServerProcess, free_port
 
 EXAMPLES = ROOT / "examples"
 TIMEOUT = 10
+# websockets 17.1 deprecates connect() outside a with block unless given legacy=True, which older
+# versions (16 is the newest for Python 3.10) do not accept.
+LEGACY = {"legacy": True} if tuple(int(n) for n in websockets_version.split(".")[:2]) >= (17, 1) else {}
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +42,7 @@ def example_env(tmp_path_factory):
 
 
 def enter(server, room):
-    ws = connect(f"{server.url}/chat/{room}/", open_timeout=TIMEOUT, legacy=True)
+    ws = connect(f"{server.url}/chat/{room}/", open_timeout=TIMEOUT, **LEGACY)
     welcome = json.loads(ws.recv(timeout=TIMEOUT))
     assert welcome["type"] == "welcome"
     ws.user = welcome["user"]
