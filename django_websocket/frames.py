@@ -90,7 +90,10 @@ def _mask_int(data, mask):
 
 
 def _mask_translate(data, mask):
-    data = bytes(data)
+    if not isinstance(data, (bytes, bytearray)):
+        # A memoryview's strided slices have no translate(); bytes and bytearray (what the
+        # protocol passes) are used as they are: a copy of the payload costs a quarter.
+        data = bytes(data)
     out = bytearray(len(data))
     for i in range(4):
         out[i::4] = data[i::4].translate(_XOR_TABLES[mask[i]])
@@ -110,7 +113,8 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 
 def _apply_mask_wsaccel(data, mask):
-    return _XorMasker(bytes(mask)).process(bytes(data))
+    # process() reads any bytes-like object and returns bytes: no copy of the payload first.
+    return _XorMasker(bytes(mask)).process(data)
 
 
 apply_mask = _apply_mask_wsaccel if _XorMasker is not None else _apply_mask_python

@@ -126,6 +126,12 @@ STRATEGIES = [
     pytest.param(frames._mask_translate, id="translate"),
     pytest.param(frames._apply_mask_python, id="python-dispatch"),
     pytest.param(apply_mask, id="apply_mask"),
+    # The optional C accelerator, used by apply_mask where it is installed: the same checks.
+    pytest.param(
+        frames._apply_mask_wsaccel,
+        id="wsaccel",
+        marks=pytest.mark.skipif(frames._XorMasker is None, reason="wsaccel is not installed"),
+    ),
 ]
 MASKS = [b"\x00\x00\x00\x00", b"\xff\xff\xff\xff", b"\x01\x80\xfe\x37", b"\x37\xfa\x21\x3d"]
 
