@@ -32,12 +32,19 @@ difference is documented here. Each was investigated; none is a bug of ours:
 10. With permessage-deflate, once a (corrupted) message ends the DEFLATE stream with a BFINAL
     block, websockets keeps its finished inflater and reads later messages as empty; we start a
     new one (RFC 7692 §7.2.3.3; the bug fixed in deflate.py). The comparison stops there.
+11. RSV1 on a continuation frame with permessage-deflate: websockets before 17.0 ignores it (and
+    may then fail on the payload, with its own code); we fail with 1002 at the header, as RFC 7692
+    §6.1 sets RSV1 on the first frame only (websockets 17 agrees).
+
+The normalisations look at frames and exception types, not at websockets' error messages, so
+that they hold for every websockets version the test matrix installs.
 """
 
 import codecs
 import logging
 import struct
 import tracemalloc
+import zlib
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -326,6 +333,8 @@ def run_websockets(frames, limit, extension=None):
     for f in frames:
         in_message = message is not None
         ws.receive_data(f.serialize())
+        if extension is not None and f.opcode == CONT and f.rsv & 0x40:  # difference 11
+            return events, ("fail", 1002), sent + [("close", 1002)]
         for frame in ws.events_received():
             if frame.opcode in (WsOpcode.TEXT, WsOpcode.BINARY, WsOpcode.CONT):
                 if frame.opcode != WsOpcode.CONT:
@@ -360,12 +369,12 @@ def run_websockets(frames, limit, extension=None):
         assert sent[-1][0] == "close"
         if isinstance(exc, UnicodeDecodeError) and f.opcode == CLOSE:  # difference 2
             return events, ("fail", 1002), sent[:-1] + [("close", 1002)]
-        if isinstance(exc, WsProtocolError) and str(exc) == "incomplete fragmented message":  # difference 4
+        if f.opcode == CLOSE and in_message and ws.close_rcvd is not None:  # difference 4
             code = ws.close_rcvd.code
             if code in (1012, 1013, 1014):
                 return events, ("fail", 1002), sent[:-1] + [("close", 1002)]
             return events, ("close", code), sent[:-1] + [("close", None if code == 1005 else code)]
-        if isinstance(exc, WsProtocolError) and str(exc) == "decompression failed":  # difference 9
+        if isinstance(exc, WsProtocolError) and isinstance(exc.__cause__, zlib.error):  # difference 9
             return events, ("fail", 1007), sent[:-1] + [("close", 1007)]
         if isinstance(exc, PayloadTooBig):
             if framing_error(f, in_message, extension is not None):  # differences 5 and 7
