@@ -13,6 +13,9 @@ ROOT_URLCONF = "benchmarks.urls"
 # Only the warnings: thousands of connections must not mean thousands of log lines.
 LOGGING["loggers"]["django_websocket"]["level"] = "WARNING"  # noqa: F405
 
+if "BENCH_PING_INTERVAL" in os.environ:
+    WEBSOCKET_PING_INTERVAL = float(os.environ["BENCH_PING_INTERVAL"]) or None
+
 if os.environ.get("BENCH_TRACEMALLOC") and not tracemalloc.is_tracing():
     tracemalloc.start(int(os.environ["BENCH_TRACEMALLOC"]))
 

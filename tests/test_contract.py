@@ -200,6 +200,23 @@ def test_view_exception_closes_with_1011(server):
     assert info.value.rcvd.code == 1011
 
 
+def test_frames_sent_right_behind_the_handshake_are_kept(server):
+    # A client that does not wait for the 101 (or a gevent-websocket server, which sends its 101
+    # before Django runs) leaves frames in the server's buffered reader, behind the request: the
+    # WebSocket must get them first.
+    with RawClient(server.host, server.port) as client:
+        request = (
+            b"GET /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        client.send_raw(request + RawClient.frame(1, "early one") + RawClient.frame(1, "early two"))
+        assert client.read_response()[0] == 101
+        assert client.recv_frame() == (True, 1, b"early one")
+        assert client.recv_frame() == (True, 1, b"early two")
+        client.send_frame(1, "after")
+        assert client.recv_frame() == (True, 1, b"after")
+
+
 def test_view_return_value_is_not_written_after_upgrade(server):
     with RawClient(server.host, server.port) as client:
         status, _, _ = client.request("/returns-value")
