@@ -71,7 +71,12 @@ class GeventWebSocketAdapter:
             # gevent-websocket's start_response here writes nothing: its 101 is already sent.
             return start_response(status_line, headers, exc_info)
 
-        result = self.application(environ, capture)
+        try:
+            result = self.application(environ, capture)
+        except BaseException:
+            if not handover.taken:
+                _refuse(environ, handover, "500 Internal Server Error")
+            raise
         try:
             # gevent-websocket only lists the result and never closes it; closing it is what
             # fires Django's request_finished (database connections are released then).
