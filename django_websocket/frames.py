@@ -59,10 +59,11 @@ class CloseCode(enum.IntEnum):
 
 
 # Codes a peer may send us (RFC 6455 §7.4.1-§7.4.2): 1000-1003 and 1007-1011 defined by the RFC,
-# 3000-3999 registered with IANA, 4000-4999 private use. Everything else fails with 1002.
-_RECEIVABLE_CODES = frozenset(range(1000, 1004)) | frozenset(range(1007, 1012))
-# We may also send the later IANA registrations 1012-1014 (service restart, try again later...).
-_SENDABLE_CODES = _RECEIVABLE_CODES | {1012, 1013, 1014}
+# 1012-1014 registered with IANA since (service restart, try again later, bad gateway: servers
+# and proxies send them), 3000-3999 registered with IANA, 4000-4999 private use. Everything
+# else fails with 1002, including 1004 (reserved) and 1005/1006/1015 (never on the wire).
+_RECEIVABLE_CODES = frozenset(range(1000, 1004)) | frozenset(range(1007, 1015))
+_SENDABLE_CODES = _RECEIVABLE_CODES
 
 MAX_CONTROL_PAYLOAD = 125  # RFC 6455 §5.5
 MAX_CLOSE_REASON = MAX_CONTROL_PAYLOAD - 2  # the 2-byte code takes the rest

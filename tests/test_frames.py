@@ -285,10 +285,9 @@ def test_rfc6455_section_5_7_examples():
 
 # --- close payloads (RFC 6455 §5.5.1, §7.4) ---------------------------------------------------
 
-RECEIVABLE = [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 3999, 4000, 4999]
-# 1012-1014 are IANA registrations later than RFC 6455: frames.py sends them but, by its own
-# documented policy (_RECEIVABLE_CODES), does not accept them from a peer.
-NOT_RECEIVABLE = [0, 1, 999, 1004, 1005, 1006, 1012, 1013, 1014, 1015, 1016, 1100, 2000, 2999, 5000, 65535]
+# 1012-1014 are IANA registrations later than RFC 6455, accepted like the RFC's own codes.
+RECEIVABLE = [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999, 4000, 4999]
+NOT_RECEIVABLE = [0, 1, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535]
 
 
 @pytest.mark.parametrize("code", RECEIVABLE)

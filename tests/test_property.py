@@ -16,8 +16,7 @@ difference is documented here. Each was investigated; none is a bug of ours:
 2. A close reason that is not UTF-8: websockets fails with 1007, we with 1002 (frames.parse_close
    raises InvalidFrame). RFC 6455 §5.5.1/§8.1 require failing without naming the code; Autobahn
    7.5.1 accepts either.
-3. Close codes 1012-1014 (IANA registrations after RFC 6455): websockets accepts them from a peer;
-   frames.py deliberately does not (``_RECEIVABLE_CODES``), failing with 1002.
+3. (No longer a difference: both accept the IANA close codes 1012-1014 from a peer.)
 4. A close frame in the middle of a fragmented message: websockets fails with 1002; we accept the
    close, as RFC 6455 §5.4 allows control frames between fragments.
 5. websockets checks the size limit before the reserved bits, the control-frame rules and the
@@ -357,8 +356,6 @@ def run_websockets(frames, limit, extension=None):
                 events.append(("pong", bytes(frame.data)))
             else:
                 code = ws.close_rcvd.code
-                if code in (1012, 1013, 1014):  # difference 3
-                    return events, ("fail", 1002), sent + [("close", 1002)]
                 return events, ("close", code), sent_so_far()
         sent = sent_so_far()
         if extension is not None and getattr(extension, "decoder", None) is not None and extension.decoder.eof:
@@ -371,8 +368,6 @@ def run_websockets(frames, limit, extension=None):
             return events, ("fail", 1002), sent[:-1] + [("close", 1002)]
         if f.opcode == CLOSE and in_message and ws.close_rcvd is not None:  # difference 4
             code = ws.close_rcvd.code
-            if code in (1012, 1013, 1014):
-                return events, ("fail", 1002), sent[:-1] + [("close", 1002)]
             return events, ("close", code), sent[:-1] + [("close", None if code == 1005 else code)]
         if isinstance(exc, WsProtocolError) and isinstance(exc.__cause__, zlib.error):  # difference 9
             return events, ("fail", 1007), sent[:-1] + [("close", 1007)]
