@@ -241,6 +241,11 @@ class ServerProtocol:
             # Data frames are handled as their payload arrives, so that invalid UTF-8 fails as
             # soon as it is seen, even in the middle of a frame (§8.1, "fail fast").
             take = min(end - pos, remaining)
+            if take < remaining and self._m_opcode == _BINARY and not self._m_compressed:
+                # Binary payload has nothing to check as it arrives: wait for the whole frame
+                # (its size passed the limits with its header) and unmask it in one go, rather
+                # than piece by piece into the message and copied again at its end.
+                break
             if take == 0 and remaining:
                 break
             mask = self._f_mask
