@@ -144,6 +144,8 @@ class ServerProtocol:
         be sent): an application that has not yet consumed the messages received before the bad
         frame can answer them first, then the close goes out with the next call.
         """
+        if not self._out and self._failure_close is None:
+            return b""  # the common case, once per read: nothing to write, nothing allocated
         out = b"".join(self._out) if self._out else b""
         self._out = []
         if self._failure_close is not None and not hold_failure_close:

@@ -256,7 +256,10 @@ class WebSocket:
         Anything else is sent as ``str(message)``. Safe to call from several threads at once.
         Raises :class:`~django_websocket.exceptions.ConnectionClosed` once the connection closed.
         """
-        self._ensure_accepted()
+        # The checks of accept and of the close callbacks are inlined on this path and in wait():
+        # a method call each, per message, for what is nearly always nothing to do.
+        if not self.accepted:
+            self._ensure_accepted()
         if not isinstance(message, (str, bytes, bytearray, memoryview)):
             message = str(message)
         try:
@@ -265,7 +268,8 @@ class WebSocket:
                     raise ConnectionClosed(self._proto.close_code, self._proto.close_reason)
                 self._write(self._proto.send(message))
         finally:
-            self._run_close_callbacks()
+            if self._transport_closed:
+                self._run_close_callbacks()
         now = time.monotonic()
         if now - self._last_pull > 1.0 and len(self._messages) < 64:
             # A view that only sends must still see the peer's close (and answer its pings):
@@ -324,7 +328,8 @@ class WebSocket:
         closed, and None when ``timeout`` (seconds) expires first: check :attr:`closed` to tell
         the two apart.
         """
-        self._ensure_accepted()
+        if not self.accepted:
+            self._ensure_accepted()
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._recv_lock:
             while True:
@@ -450,7 +455,8 @@ class WebSocket:
                     logger.info("WebSocket failed with %s: %s", proto.failure.code, proto.failure)
         if proto.state is State.CLOSED and not proto.failure_close_pending:
             self._finish_transport()
-        self._run_close_callbacks()
+        if self._transport_closed:
+            self._run_close_callbacks()
 
     def _send_held_close(self):
         # The view has read every message received before the failure: now fail for real.
