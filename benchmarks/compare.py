@@ -311,8 +311,22 @@ def idle_figure(result, count):
 # --- the report ------------------------------------------------------------------------------
 
 
-def cell(values, digits=0):
-    """Median, and the spread of the runs as ± half their range relative to the median."""
+def cell(values, digits=0, runs=None):
+    """Median, and the spread of the runs as ± half their range relative to the median.
+
+    With ``runs`` (the results the values come from), windows the rest of the machine disturbed
+    are left out when undisturbed ones exist: "(n)" then says how many runs the figure rests on,
+    and "*" marks a figure from disturbed windows only.
+    """
+    mark = ""
+    if runs is not None:
+        calm = [v for v, r in zip(values, runs, strict=False) if r.get("other_cpu", 0) <= DISTURBED]
+        if [v for v in calm if v is not None]:
+            if len(calm) < len(values):
+                mark = f" ({len([v for v in calm if v is not None])})"
+            values = calm
+        else:
+            mark = "*"
     values = [v for v in values if v is not None]
     if not values:
         return "failed"
@@ -320,7 +334,7 @@ def cell(values, digits=0):
     text = f"{median:,.{digits}f}"
     if len(values) > 1 and median:
         text += f" ±{(max(values) - min(values)) / 2 / median:.0%}"
-    return text
+    return text + mark
 
 
 def fanout(options):
@@ -381,14 +395,16 @@ def report(options, results, fanout_table, started, load_before, load_after):
         row = [SERVERS[name][0]]
         for scenario in scenarios:
             runs = results.get(name, {}).get(scenario)
-            row.append(cell([figure(scenario, r) for r in runs]) if runs else "—")
+            row.append(cell([figure(scenario, r) for r in runs], runs=runs) if runs else "—")
         if idle:
             for count in options.idle_counts:
                 runs = results.get(name, {}).get("idle")
                 row.append(cell([idle_figure(r, count) for r in runs], 1) if runs else "—")
         out("| " + " | ".join(row) + " |")
     out("")
-    out("Medians of the runs, ± half their range. Latency of the echo round trips, ms (p50 / p99):")
+    out(f"Medians of the runs, ± half their range; windows during which other processes used more than {DISTURBED}")
+    out("of a core are left out when others exist: (n) is then the number of runs a figure rests on, and * marks")
+    out("a figure from disturbed windows only. Latency of the echo round trips, ms (p50 / p99):")
     out("")
     echoes = [s for s in scenarios if s != "handshake"]
     if echoes or "handshake" in scenarios:
@@ -417,7 +433,7 @@ def report(options, results, fanout_table, started, load_before, load_after):
             row = [SERVERS[name][0]]
             for scenario in scenarios:
                 runs = results.get(name, {}).get(scenario)
-                row.append(cell([cpu_per_op(scenario, r) for r in runs], 1) if runs else "—")
+                row.append(cell([cpu_per_op(scenario, r) for r in runs], 1, runs=runs) if runs else "—")
             out("| " + " | ".join(row) + " |")
         out("")
         out("CPU during the measured windows (median, in cores: server / client / rest of the machine):")
