@@ -24,6 +24,8 @@ setup(
         "gevent-websocket": ["gevent>=22.10", "gevent-websocket>=0.10"],
         "gunicorn": ["gunicorn>=21"],
         "redis": ["redis>=4.5"],
+        # Optional C unmasking of received frames; without it a pure-Python path is used.
+        "speedups": ["wsaccel>=0.6"],
         "test": [
             "pytest>=7",
             "pytest-timeout>=2",
