@@ -30,6 +30,7 @@ setup(
             "pytest>=7",
             "pytest-timeout>=2",
             "pytest-django>=4.5",
+            "pytest-xdist>=3.5",
             "websockets>=13",
             "hypothesis>=6",
             "selenium>=4.11",  # browser tests (tests/test_browser.py), with Debian's chromium

@@ -58,3 +58,14 @@ def thread_server():
 
 # A real redis-server for the group tests (tests/redis_fixture.py).
 from tests.redis_fixture import fresh_redis, redis_server  # noqa: E402, F401
+
+
+def pytest_collection_modifyitems(config, items):
+    # The conformance runs are the longest tests by far: start them first, so that with
+    # pytest-xdist (./run-tests uses two workers) the rest of the suite runs beside them.
+    def rank(item):
+        if "test_compliance" not in item.nodeid:
+            return 2
+        return 0 if "-compression]" in item.nodeid else 1
+
+    items.sort(key=rank)

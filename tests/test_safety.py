@@ -194,6 +194,18 @@ def test_decompression_bomb_closes_with_1009(srv):
         (RawClient.frame(8, b"\x03\xed"), 1002),  # 1005 may not be sent
         (RawClient.frame(8, b"\x03\xe8\xff"), 1002),  # reason not UTF-8
     ],
+    ids=[
+        "unmasked",
+        "reserved-opcode",
+        "rsv2",
+        "long-ping",
+        "fragmented-ping",
+        "orphan-continuation",
+        "invalid-utf8",
+        "one-byte-close",
+        "close-1005",
+        "close-reason-not-utf8",
+    ],
 )
 def test_bad_frames_get_their_close_code(srv, frame, code):
     with RawClient(srv.host, srv.port) as client:
