@@ -40,6 +40,7 @@ __all__ = [
     "WebSocketWSGIServer",
     "check_patched",
     "wait_readable",
+    "ReadableWaiter",
     "take_buffered",
     "untrack_greenlet_tree",
     "serve",
@@ -73,13 +74,11 @@ def wait_readable(sock, timeout):
     An idle connection's greenlet sits here, and its whole C stack is saved while it does: so
     this switches to the hub directly, from a watcher of its own, rather than through
     ``gevent.socket.wait_read``'s four more levels of calls (about 1 KiB per idle connection).
-    Nothing is kept per connection between waits. A wait that must not block at all asks the
-    kernel directly: a zero-second gevent timer would race the I/O watcher.
+    Nothing is kept between waits (:class:`ReadableWaiter` keeps the watcher: two system calls
+    fewer per message). A wait that must not block at all asks the kernel directly.
     """
     if timeout is not None and timeout <= 0:
-        poller = _now_poll()
-        poller.register(sock.fileno(), _POLL_IN)
-        return bool(poller.poll(0))
+        return _readable_now(sock)
     hub = get_hub()
     switch = getcurrent().switch
     readable = hub.loop.io(sock.fileno(), 1)
@@ -98,6 +97,54 @@ def wait_readable(sock, timeout):
         if timer is not None:
             timer.stop()
             timer.close()
+
+
+class ReadableWaiter:
+    """:func:`wait_readable` for one connection (``ReadableWaiter().wait``), which makes its I/O
+    watcher once and reuses it.
+
+    A new watcher for each wait makes libev take the descriptor for a possibly new one: every
+    message then costs a failing ``epoll_ctl`` and an ``fcntl`` besides its ``recv`` and ``send``.
+    A parked connection holds its watcher either way, so between waits keeping it costs only this
+    object. Hand over the bound method, not the instance: calling an instance re-enters the
+    interpreter in C, and the greenlet of every parked connection would save that much more stack.
+    """
+
+    __slots__ = ("_watcher",)
+
+    def __init__(self):
+        self._watcher = None
+
+    def wait(self, sock, timeout):
+        if timeout is not None and timeout <= 0:
+            return _readable_now(sock)
+        hub = get_hub()
+        readable = self._watcher
+        if readable is None or readable.loop is not hub.loop:
+            # The first wait, or one from another thread's hub (a watcher belongs to its loop).
+            readable = self._watcher = hub.loop.io(sock.fileno(), 1)
+        # As in wait_readable, inline: a parked greenlet keeps every frame of its stack.
+        switch = getcurrent().switch
+        readable.start(switch, True)
+        timer = None
+        if timeout is not None:
+            timer = hub.loop.timer(timeout)
+            timer.start(switch, False)
+        try:
+            return hub.switch()
+        finally:
+            readable.stop()
+            if timer is not None:
+                timer.stop()
+                timer.close()
+
+
+def _readable_now(sock):
+    # A wait that must not block asks the kernel directly: a zero-second gevent timer would race
+    # the I/O watcher.
+    poller = _now_poll()
+    poller.register(sock.fileno(), _POLL_IN)
+    return bool(poller.poll(0))
 
 
 def take_buffered(sock, rfile):
@@ -145,7 +192,7 @@ class WebSocketHandlerMixin:
 
     def get_environ(self):
         environ = super().get_environ()
-        environ[ENVIRON_KEY] = Handover(self._hand_over, wait_readable=wait_readable)
+        environ[ENVIRON_KEY] = Handover(self._hand_over, wait_readable=ReadableWaiter().wait)
         return environ
 
     def run_application(self):
