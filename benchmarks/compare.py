@@ -492,7 +492,10 @@ def report(options, results, fanout_table, started, load_before, load_after):
         valid = [r for r, d in zip(ratios, disturbed, strict=False) if r is not None and not d]
         valid = valid or [r for r in ratios if r is not None]
         median = statistics.median(valid) if valid else None
-        verdict = "—" if median is None else ("met" if median >= wanted else f"not met ({median / wanted:.0%} of it)")
+        if median is None:
+            verdict = "—"
+        else:
+            verdict = "met" if median >= wanted else f"not met ({median / wanted * 100:.1f} % of it)"
         marked = zip(ratios, disturbed, strict=False)
         per_run = ", ".join(("failed" if r is None else f"{r:.2f}") + ("*" if d else "") for r, d in marked)
         # The same comparison from what each message cost each server's CPU, which a busy
