@@ -52,6 +52,7 @@ class ServerProcess:
         # Shared by the server's processes (see tests/views.py).
         full_env["TESTS_STATE_DIR"] = tempfile.mkdtemp(prefix=f"server-{name}-state-")
         full_env.update(env or {})
+        self.state_dir = full_env["TESTS_STATE_DIR"]
         self.proc = subprocess.Popen(
             argv, cwd=cwd, env=full_env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
         )

@@ -25,6 +25,7 @@ urlpatterns = [
     path("async-view", views.async_view),
     path("raises-forbidden", views.raises_forbidden),
     path("ticker", views.ticker),
+    path("finished-probe", views.finished_probe),
     path("server-close-long", views.server_close_long),
     path("flood", views.flood),
 ]

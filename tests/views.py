@@ -2,6 +2,7 @@
 
 import json
 import os
+import threading
 import time
 
 from django.core.signals import request_finished
@@ -22,9 +23,19 @@ LAST_RESULTS = {}
 STATE_DIR = os.environ.get("TESTS_STATE_DIR")
 
 
+# Set by /finished-probe while its view runs, in its own thread (a greenlet under gevent).
+_PROBE = threading.local()
+
+
 @receiver(request_finished)
 def _on_finished(sender, **kwargs):
     FINISHED.append(time.monotonic())
+    probe = getattr(_PROBE, "name", None)
+    if probe and STATE_DIR:
+        # request_finished fires in the thread that served the request, once the view ended.
+        _PROBE.name = None
+        with open(os.path.join(STATE_DIR, "probe-finished"), "a") as f:
+            f.write(probe + "\n")
     if STATE_DIR:
         # One byte per request, appended atomically whichever process writes it.
         with open(os.path.join(STATE_DIR, "finished"), "ab") as f:
@@ -250,3 +261,10 @@ def ticker(request):
             time.sleep(0.05)
     finally:
         EVENTS.append("ticker-ended")
+
+
+@require_websocket
+def finished_probe(request):
+    _PROBE.name = request.GET["name"]
+    for message in request.websocket:
+        request.websocket.send(message)
