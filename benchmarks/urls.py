@@ -45,8 +45,20 @@ def allocations(request):
     return HttpResponse("\n".join(lines) + "\n", content_type="text/plain")
 
 
+def stats(request):
+    """How many greenlets are alive in the server (benchmarks/stress.py counts them)."""
+    import json
+
+    from greenlet import greenlet
+
+    gc.collect()
+    count = sum(1 for obj in gc.get_objects() if isinstance(obj, greenlet) and not obj.dead)
+    return HttpResponse(json.dumps({"greenlets": count}), content_type="application/json")
+
+
 urlpatterns = [
     path("echo", views.echo),
+    path("stats", stats),
     path("raw-echo", raw_echo),
     path("tracemalloc", allocations),
 ]
