@@ -1,5 +1,7 @@
 """Settings of the test project."""
 
+import os
+
 SECRET_KEY = "django-websocket-tests"
 DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
@@ -16,6 +18,10 @@ MIDDLEWARE = [
 ]
 ROOT_URLCONF = "tests.urls"
 DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+if os.environ.get("TESTS_FILE_DATABASE"):
+    # An on-disk database, whose connections really close (an in-memory SQLite one never does):
+    # tests/test_integration.py watches a view's connections open and close between messages.
+    DATABASES["file"] = {"ENGINE": "django.db.backends.sqlite3", "NAME": os.environ["TESTS_FILE_DATABASE"]}
 USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
 LOGGING = {

@@ -17,6 +17,7 @@ from websockets.sync.client import connect
 from django_websocket import accept_websocket, require_websocket
 from django_websocket.exceptions import HandshakeError
 from django_websocket.handshake import read_request
+from tests import servers
 from tests.rawclient import RawClient
 from tests.servers import ROOT
 
@@ -320,3 +321,20 @@ def test_wait_zero_returns_what_the_socket_holds(thread_server):
         ws.send(json.dumps({"op": "batch", "sleep": 0.3, "steps": [{"op": "wait", "timeout": 0}]}))
         ws.send("already there")
         assert json.loads(ws.recv(timeout=TIMEOUT))["result"] == ["already there"]
+
+
+@pytest.mark.parametrize("start", [servers.runserver, servers.gevent], ids=["runserver", "gevent"])
+def test_database_connections_are_renewed_between_messages(start, tmp_path):
+    # As between two requests: with CONN_MAX_AGE = 0 the view's connection is closed once a
+    # message is handled, and the next message's query opens a fresh one.
+    server = start(env={"TESTS_FILE_DATABASE": str(tmp_path / "db.sqlite3")})
+    try:
+        with connect(server.url + "/database-per-message", open_timeout=TIMEOUT) as ws:
+            answers = []
+            for _ in range(3):
+                ws.send("query")
+                answers.append(ws.recv(timeout=TIMEOUT))
+        assert answers == ["1", "2", "3"]
+    finally:
+        server.stop()
+    assert "Traceback" not in server.output()

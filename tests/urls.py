@@ -28,6 +28,7 @@ urlpatterns = [
     path("finished-probe", views.finished_probe),
     path("server-close-long", views.server_close_long),
     path("flood", views.flood),
+    path("database-per-message", views.database_per_message),
 ]
 
 # Groups (tests/test_groups.py, tests/test_groups_redis.py); their views are in tests/group_views.py.

@@ -6,6 +6,8 @@ import threading
 import time
 
 from django.core.signals import request_finished
+from django.db import connections
+from django.db.backends.signals import connection_created
 from django.dispatch import receiver
 from django.http import HttpResponse, HttpResponseForbidden
 from django.utils.decorators import method_decorator
@@ -63,6 +65,27 @@ def _save_last_results():
 def echo(request):
     for message in request.websocket:
         request.websocket.send(message)
+
+
+@require_websocket
+def database_per_message(request):
+    # Answers each message with how many times this view's thread opened the "file" database:
+    # Django closes a connection older than CONN_MAX_AGE (0: each request's) between messages.
+    opened = []
+
+    def on_created(sender, connection, **kwargs):
+        if connection.alias == "file" and threading.get_ident() == thread:
+            opened.append(connection)
+
+    thread = threading.get_ident()
+    connection_created.connect(on_created, weak=False)
+    try:
+        for _message in request.websocket:
+            with connections["file"].cursor() as cursor:
+                cursor.execute("SELECT 1")
+            request.websocket.send(str(len(opened)))
+    finally:
+        connection_created.disconnect(on_created)
 
 
 @accept_websocket
