@@ -1,19 +1,19 @@
-"""Run a Python program with the optional ``wsaccel`` accelerator made unimportable.
+"""Run a Python program with django-websocket's optional C unmasking turned off.
 
 benchmarks/compare.py starts our servers through this, so that they measure the pure-Python
 masking that a plain ``pip install`` gets (and that the tests cover), even in a virtualenv where
-wsaccel is installed::
+an accelerator (websockets' speedups, wsaccel) is installed::
 
     python benchmarks/without_accelerator.py -m django_websocket.servers.gevent 127.0.0.1:8000
     python benchmarks/without_accelerator.py path/to/script.py ARGS
 """
 
+import os
 import runpy
 import sys
 
-# None in sys.modules makes every "import wsaccel..." raise ImportError, which is what
-# django_websocket.frames sees when wsaccel is not installed. Forked workers inherit it.
-sys.modules["wsaccel"] = None
+# Read by django_websocket.frames when it is imported; forked workers inherit it.
+os.environ["DJANGO_WEBSOCKET_PURE_PYTHON"] = "1"
 
 if __name__ == "__main__":
     args = sys.argv[1:]

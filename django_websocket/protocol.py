@@ -102,6 +102,9 @@ class ServerProtocol:
         self._f_mask = b""
         self._f_remaining = 0
         self._f_offset = 0
+        # The pieces of a large binary frame received so far (see _collect_binary), and their size.
+        self._f_pieces = None
+        self._f_collected = 0
         # The data message being reassembled (RFC 6455 §5.4).
         self._m_opcode = None
         self._m_compressed = False
@@ -115,11 +118,38 @@ class ServerProtocol:
         """Feed bytes read from the peer."""
         if self.state is State.CLOSED:
             return  # RFC 6455 §5.5.1 / §7.1.7: nothing after a close or a failure is processed
-        self._buf += data
         try:
+            if self._f_pieces is not None:
+                data = self._collect_binary(data)
+                if not data:
+                    return
+            self._buf += data
             self._parse()
         except ProtocolError as exc:
             self.fail(exc)
+
+    def _collect_binary(self, data):
+        # A large binary frame arrives in pieces, kept aside as they are and joined once at the
+        # end: grown in the parse buffer, it would be copied again each time the buffer grows.
+        missing = self._f_remaining - self._f_collected
+        if len(data) < missing:
+            pieces = self._f_pieces
+            if len(data) >= 4096:
+                pieces.append(data if type(data) is bytes else bytes(data))
+            elif type(pieces[-1]) is bytearray and len(pieces[-1]) < 65536:
+                pieces[-1] += data
+            else:
+                # Small pieces are gathered, so that a frame trickled byte by byte is not one
+                # object per byte (which would cost ~40 times the size limit).
+                pieces.append(bytearray(data))
+            self._f_collected += len(data)
+            return b""
+        pieces = self._f_pieces
+        pieces.append(memoryview(data)[:missing])
+        self._f_pieces = None
+        self._f_opcode = None
+        self._data(apply_mask(b"".join(pieces), self._f_mask), self._f_fin)
+        return data[missing:]
 
     def receive_eof(self):
         """The peer closed its side of the TCP connection."""
@@ -264,9 +294,12 @@ class ServerProtocol:
             # soon as it is seen, even in the middle of a frame (§8.1, "fail fast").
             take = min(end - pos, remaining)
             if take < remaining and self._m_opcode == _BINARY and not self._m_compressed:
-                # Binary payload has nothing to check as it arrives: wait for the whole frame
-                # (its size passed the limits with its header) and unmask it in one go, rather
-                # than piece by piece into the message and copied again at its end.
+                # Binary payload has nothing to check as it arrives: collect the whole frame (its
+                # size passed the limits with its header) and unmask it in one go, rather than
+                # piece by piece into the message and copied again at its end.
+                self._f_pieces = [bytes(buf[pos:end])]
+                self._f_collected = end - pos
+                pos = end
                 break
             if take == 0 and remaining:
                 break

@@ -3,6 +3,11 @@ import threading
 
 import pytest
 
+# The pure-Python unmasking is what a plain install runs: the suite runs it too, here and in
+# every server it starts (they inherit this environment). The optional C accelerators have
+# their own tests (tests/test_frames.py, tests/test_integration.py).
+os.environ["DJANGO_WEBSOCKET_PURE_PYTHON"] = "1"
+
 from tests.servers import SERVERS
 
 

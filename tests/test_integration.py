@@ -338,3 +338,25 @@ def test_database_connections_are_renewed_between_messages(start, tmp_path):
     finally:
         server.stop()
     assert "Traceback" not in server.output()
+
+
+@pytest.mark.parametrize("pure", ["", "1"], ids=["accelerated", "pure-python"])
+def test_large_messages_through_either_unmasking(pure):
+    # A server where websockets' C unmasking is importable (a test dependency) uses it when
+    # DJANGO_WEBSOCKET_PURE_PYTHON is not set: the same bytes come back, in both frame types.
+    server = servers.runserver(env={"DJANGO_WEBSOCKET_PURE_PYTHON": pure})
+    try:
+        payload = bytes(range(256)) * 4000 + b"odd"  # not a whole number of 4- or 8-byte words
+        # No compression: the payloads must cross the wire as they are, masked by the client.
+        with connect(server.url + "/unmasking", open_timeout=TIMEOUT, max_size=None, compression=None) as ws:
+            ws.send(payload)
+            assert ws.recv(timeout=TIMEOUT) == payload
+            text = "é€😀" * 1000
+            ws.send(text)
+            assert ws.recv(timeout=TIMEOUT) == text
+            ws.send(b"")
+            assert ws.recv(timeout=TIMEOUT) == b""
+            ws.send("report unmasking")
+            assert ws.recv(timeout=TIMEOUT) == ("_apply_mask_python" if pure else "_apply_mask_speedups")
+    finally:
+        server.stop()

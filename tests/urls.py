@@ -29,6 +29,7 @@ urlpatterns = [
     path("server-close-long", views.server_close_long),
     path("flood", views.flood),
     path("database-per-message", views.database_per_message),
+    path("unmasking", views.unmasking),
 ]
 
 # Groups (tests/test_groups.py, tests/test_groups_redis.py); their views are in tests/group_views.py.

@@ -119,6 +119,17 @@ def crash(request):
     raise RuntimeError("boom in a WebSocket view")
 
 
+@require_websocket
+def unmasking(request):
+    # An echo that also names the unmasking routine this server process uses.
+    from django_websocket import frames
+
+    for message in request.websocket:
+        if message == "report unmasking":
+            message = frames.apply_mask.__name__
+        request.websocket.send(message)
+
+
 @require_websocket(max_message_size=1000)
 def small(request):
     for message in request.websocket:
