@@ -30,43 +30,47 @@ VIEW_OPTIONS = {
 }
 
 
-# Whether this thread (greenlet, under gevent) has opened a database connection. Database
-# connections belong to the thread that opened them, and close_old_connections() only ever acts on
-# an open one, so a thread that never opened one can skip it: checking that each alias is not
-# initialised costs a fifth of an echo's round trip on gevent (two exceptions per alias inside
-# asgiref's thread-local storage), checking this flag almost nothing.
-_thread_db = threading.local()
+# The WebSocket whose view runs in each thread (greenlet, under gevent), by thread id: for the
+# connection_created signal, which fires in the thread that opens a database connection.
+_websocket_of_thread = {}
 
 
 def _note_connection_opened(sender, connection, **kwargs):
-    _thread_db.opened = True
+    websocket = _websocket_of_thread.get(threading.get_ident())
+    if websocket is not None:
+        websocket._database_opened = True
 
 
 connection_created.connect(_note_connection_opened, dispatch_uid="django_websocket.handler.connection_opened")
-
-
-def _note_open_connections():
-    # A connection opened in this thread before this module was imported (say by a middleware of
-    # the first request) sent its signal unseen: look once per WebSocket, before its view runs.
-    if any(conn.connection is not None for conn in connections.all(initialized_only=True)):
-        _thread_db.opened = True
 
 
 class DjangoWebSocket(GroupsMixin, WebSocket):
     """``request.websocket``: the connection, with what a long-lived Django view needs
     (``join`` and ``leave`` of groups come from :class:`~django_websocket.groups.GroupsMixin`)."""
 
+    __slots__ = ("id", "_group_backend", "allowed_origins", "_database_opened")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.allowed_origins = None
+        # Whether the view's thread has a database connection open, or opened one since the
+        # view started. Database connections belong to the thread that opened them, and
+        # close_old_connections() only ever acts on an open one: a view that never used the
+        # database skips it. (Checking that each alias is not initialised costs a fifth of an
+        # echo's round trip on gevent: two exceptions per alias in asgiref's thread-local storage.)
+        self._database_opened = False
+
     def wait(self, timeout=None):
         message = super().wait(timeout)
         # A view may live for hours: give each message the fresh database connection a new
         # request would get (CONN_MAX_AGE, connections the server dropped).
-        if getattr(_thread_db, "opened", False):
+        if self._database_opened:
             close_old_connections()
         return message
 
     def read(self, fallback=None):
         message = super().read(fallback)
-        if getattr(_thread_db, "opened", False):
+        if self._database_opened:
             close_old_connections()
         return message
 
@@ -185,7 +189,18 @@ def serve(request, view, args, kwargs):
     or 1011 if the view raised (the exception then reaches Django's normal error handling).
     """
     websocket = request.websocket
-    _note_open_connections()
+    thread = threading.get_ident()
+    _websocket_of_thread[thread] = websocket
+    # Connections this thread opened before (a middleware's, say) sent their signal earlier.
+    if any(conn.connection is not None for conn in connections.all(initialized_only=True)):
+        websocket._database_opened = True
+    try:
+        return _serve(request, websocket, view, args, kwargs)
+    finally:
+        del _websocket_of_thread[thread]
+
+
+def _serve(request, websocket, view, args, kwargs):
     try:
         check_policy(request)
         response = view(request, *args, **kwargs)

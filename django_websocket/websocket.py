@@ -106,6 +106,17 @@ class WebSocket:
     connection (or calls :meth:`accept`), so a view can still refuse with an HTTP response before.
     """
 
+    # Slots rather than an instance dict: thousands of connections may be open, each of these
+    # attributes costs 8 bytes instead of a dict entry. "__dict__" keeps attributes a project
+    # sets on request.websocket working (that dict is only made for those that do).
+    __slots__ = (
+        "handshake", "_handover", "max_message_size", "max_frame_size", "server_subprotocols", "compression",
+        "close_timeout", "send_timeout", "ping_interval", "ping_timeout", "_response_headers", "_subprotocol",
+        "accepted", "_sock", "_proto", "_messages", "_lock", "_recv_lock", "_accept_lock", "_last_pull",
+        "_poller", "_transport_closed", "_close_deadline", "_closing_locally", "last_received", "_pong_waiters",
+        "_close_callbacks", "ping_sent", "__dict__", "__weakref__",
+    )  # fmt: skip
+
     def __init__(
         self,
         request,
@@ -137,7 +148,9 @@ class WebSocket:
         self.accepted = False
         self._sock = None
         self._proto = None
-        self._messages = collections.deque()
+        # Received messages not yet read: a deque made when one arrives, dropped when the view
+        # waits on an empty one (an idle connection does not keep its 64-slot block).
+        self._messages = None
         self._lock = threading.Lock()  # guards the protocol state and writes to the socket
         self._recv_lock = threading.Lock()  # one reader at a time
         self._accept_lock = threading.Lock()
@@ -271,7 +284,7 @@ class WebSocket:
             if self._transport_closed:
                 self._run_close_callbacks()
         now = time.monotonic()
-        if now - self._last_pull > 1.0 and len(self._messages) < 64:
+        if now - self._last_pull > 1.0 and len(self._messages or ()) < 64:
             # A view that only sends must still see the peer's close (and answer its pings):
             # after sending, read one chunk of what arrived, at most once a second, without
             # blocking. Unread messages stay bounded: past 64 queued, the kernel's buffers push
@@ -333,8 +346,11 @@ class WebSocket:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._recv_lock:
             while True:
-                if self._messages:
-                    return self._messages.popleft()
+                messages = self._messages
+                if messages:
+                    return messages.popleft()
+                if messages is not None:
+                    self._messages = messages = None  # the local too: it lives while we wait
                 if self._transport_closed:
                     return None
                 if self._proto.failure_close_pending:
@@ -353,7 +369,7 @@ class WebSocket:
         self._pull()
         try:
             return self._messages.popleft()
-        except IndexError:
+        except (IndexError, AttributeError):  # empty, or None: no message
             return fallback
 
     def has_messages(self):
@@ -364,7 +380,7 @@ class WebSocket:
     def count_messages(self):
         """How many messages are ready to be read; never blocks."""
         self._pull()
-        return len(self._messages)
+        return len(self._messages or ())
 
     def __iter__(self):
         """Yield messages until the connection closes."""
@@ -444,6 +460,8 @@ class WebSocket:
         for event in events:
             if isinstance(event, (str, bytes)):
                 if not self._closing_locally:
+                    if self._messages is None:
+                        self._messages = collections.deque()
                     self._messages.append(event)
             elif isinstance(event, Pong):
                 self.ping_sent = None
@@ -512,7 +530,7 @@ class WebSocket:
         if lost:
             self._run_close_callbacks()
             return False
-        self._messages.clear()
+        self._messages = None
         return True
 
     def fail(self, code, reason=""):

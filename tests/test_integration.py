@@ -360,3 +360,9 @@ def test_large_messages_through_either_unmasking(pure):
             assert ws.recv(timeout=TIMEOUT) == ("_apply_mask_python" if pure else "_apply_mask_speedups")
     finally:
         server.stop()
+
+
+def test_a_view_can_set_its_own_attributes_on_the_websocket(thread_server):
+    server = thread_server()
+    with connect(server.url + "/custom-attribute?room=kitchen", open_timeout=TIMEOUT) as ws:
+        assert ws.recv(timeout=TIMEOUT) == "kitchen"

@@ -30,6 +30,7 @@ urlpatterns = [
     path("flood", views.flood),
     path("database-per-message", views.database_per_message),
     path("unmasking", views.unmasking),
+    path("custom-attribute", views.custom_attribute),
 ]
 
 # Groups (tests/test_groups.py, tests/test_groups_redis.py); their views are in tests/group_views.py.

@@ -120,6 +120,13 @@ def crash(request):
 
 
 @require_websocket
+def custom_attribute(request):
+    # Projects hang their own state on the connection object.
+    request.websocket.room = request.GET.get("room", "lobby")
+    request.websocket.send(request.websocket.room)
+
+
+@require_websocket
 def unmasking(request):
     # An echo that also names the unmasking routine this server process uses.
     from django_websocket import frames

@@ -94,7 +94,13 @@ def send_json(group, data, *, exclude=None, cls=None, **kwargs):
 
 class GroupsMixin:
     """Gives a :class:`~django_websocket.websocket.WebSocket` ``join``, ``leave``, ``groups``
-    and an ``id`` unique across processes (what ``exclude`` matches)."""
+    and an ``id`` unique across processes (what ``exclude`` matches).
+
+    A class combining it with :class:`~django_websocket.websocket.WebSocket` declares the slots
+    ``id`` and ``_group_backend`` (a mixin with slots of its own could not be combined with it).
+    """
+
+    __slots__ = ()
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -124,3 +130,5 @@ class GroupsMixin:
 
 class GroupWebSocket(GroupsMixin, WebSocket):
     """A :class:`~django_websocket.websocket.WebSocket` that can join groups."""
+
+    __slots__ = ("id", "_group_backend")
