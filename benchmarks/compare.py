@@ -17,8 +17,9 @@ scenario is a separate client process with a time limit; the whole run has a dea
 Servers: this app on runserver, on gevent (our handler; with the pure-Python masking that the
 tests cover, and again with the optional C unmasking), on gunicorn's gevent and gthread workers;
 Channels with a sync and an async consumer on daphne, Channels on uvicorn, a bare ``websockets``
-server, a plain Django view on gevent-websocket (no django_websocket in its path), and picows
-itself as the ceiling.
+server, a plain Django view on gevent-websocket (no django_websocket in its path), picows
+itself as the ceiling of Python servers, and a minimal echo on gevent with no Django
+(benchmarks/peer_minimal_gevent.py) as the ceiling of this app's design.
 
 Scenarios: echo round trips of 32 bytes on 1, 100 and 1,000 connections at once (each one a
 closed loop: send, wait for the echo, send again; msg/s, p50/p99 latency); echo of 1 MiB binary
@@ -123,6 +124,12 @@ SERVERS = {
         False,
     ),
     "picows": ("picows + uvloop (ceiling)", [str(BENCH / "peer_picows.py"), "{addr}"], "/", False),
+    "gevent-minimal": (
+        "minimal echo on gevent, no Django (this design's ceiling)",
+        [str(BENCH / "peer_minimal_gevent.py"), "{addr}"],
+        "/",
+        False,
+    ),
 }  # fmt: skip
 
 # Handshakes in flight while a client opens its connections: Django's development server listens
