@@ -83,13 +83,16 @@ class Handover:
     more on that connection and must not reuse it for HTTP. ``accepted`` is true when the server
     itself already sent the ``101`` response (gevent-websocket does), in which case a refusal can
     only be a close frame. ``wait_readable(sock, timeout)`` may replace the default readiness check
-    (``select.poll``, which gevent's monkey-patching makes cooperative).
+    (``select.poll``, which gevent's monkey-patching makes cooperative). ``lock``, a callable
+    returning a new lock, may replace ``threading.Lock`` for the lock that guards each
+    connection's writes (it is only ever acquired blocking, in ``with`` statements).
     """
 
-    def __init__(self, take, *, accepted=False, wait_readable=None):
+    def __init__(self, take, *, accepted=False, wait_readable=None, lock=None):
         self._take = take
         self.accepted = accepted
         self.wait_readable = wait_readable
+        self.lock = lock
         self.taken = False
 
     def take(self):
@@ -151,7 +154,9 @@ class WebSocket:
         # Received messages not yet read: a deque made when one arrives, dropped when the view
         # waits on an empty one (an idle connection does not keep its 64-slot block).
         self._messages = None
-        self._lock = threading.Lock()  # guards the protocol state and writes to the socket
+        # Guards the protocol state and writes to the socket: taken twice per round trip, so a
+        # server may give a cheaper lock of its own (only ever acquired blocking).
+        self._lock = (handover.lock or threading.Lock)()
         self._recv_lock = threading.Lock()  # one reader at a time
         self._accept_lock = threading.Lock()
         self._last_pull = 0.0

@@ -61,7 +61,12 @@ class GeventWebSocketAdapter:
         theirs = environ.get(GEVENTWEBSOCKET_KEY)
         if theirs is None or ENVIRON_KEY in environ:
             return self.application(environ, start_response)
-        handover = Handover(lambda: _take_over(theirs), accepted=True, wait_readable=_gevent.ReadableWaiter().wait)
+        handover = Handover(
+            lambda: _take_over(theirs),
+            accepted=True,
+            wait_readable=_gevent.ReadableWaiter().wait,
+            lock=_gevent.WriteLock,
+        )
         environ[ENVIRON_KEY] = handover
         _state_agreed_subprotocol(environ, theirs.handler)
         status = []
