@@ -161,6 +161,7 @@ class ServerProtocol:
                 self._events.append(Close(CloseCode.ABNORMAL_CLOSURE, ""))
         self._buf = bytearray()
         self._pos = 0
+        self._f_pieces = None
 
     def events_received(self):
         """Return and forget the events parsed since the last call."""
@@ -200,6 +201,7 @@ class ServerProtocol:
         self.state = State.CLOSED
         self._buf = bytearray()
         self._pos = 0
+        self._f_pieces = None
 
     def _parse(self):
         buf = self._buf
