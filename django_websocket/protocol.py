@@ -215,45 +215,32 @@ class ServerProtocol:
                     break
                 b0 = buf[pos]
                 b1 = buf[pos + 1]
-                if (b0 == 0x81 or b0 == 0x82) and b1 > 0x80 and b1 < 0xFE and self._m_opcode is None:
-                    # The most common frame of all, checked here in one go: a small (7-bit
-                    # length), masked, final text or binary frame with no RSV bit, starting a
-                    # message (§5.2). When it is all here, it is the whole message.
-                    length = b1 & 0x7F
-                    start = pos + 6
-                    if end - start >= length:
-                        limit = self.max_frame_size
-                        if limit is None or length <= limit:
-                            limit = self.max_message_size
-                            if limit is None or length <= limit:
-                                message = apply_mask(buf[start : start + length], bytes(buf[pos + 2 : start]))
-                                pos = start + length
-                                if b0 == 0x81:
-                                    try:
-                                        message = message.decode("utf-8")
-                                    except UnicodeDecodeError as exc:
-                                        raise InvalidPayload(f"invalid UTF-8 in a text message: {exc.reason}") from None
-                                self._events.append(message)
-                                continue
                 opcode = b0 & 0x0F
-                fin = bool(b0 & 0x80)
-                rsv1 = bool(b0 & 0x40)
                 length = b1 & 0x7F
-                self._check_header(b0, b1, opcode, fin, rsv1, length)
-                if length < 126:
+                if (b0 == 0x81 or b0 == 0x82) and b1 > 0x80 and b1 < 0xFE and self._m_opcode is None:
+                    # The most common frame of all, valid as its two bytes show (§5.2): a small
+                    # (7-bit length), masked, final text or binary frame with no RSV bit,
+                    # starting a message. It skips the checks below.
+                    fin, rsv1 = True, False
                     header_len = 2
-                elif length == 126:
-                    if end - pos < 4:
-                        break
-                    length = (buf[pos + 2] << 8) | buf[pos + 3]
-                    header_len = 4
                 else:
-                    if end - pos < 10:
-                        break
-                    length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
-                    if length >> 63:
-                        raise InvalidFrame("the most significant bit of a 64-bit length must be 0 (§5.2)")
-                    header_len = 10
+                    fin = bool(b0 & 0x80)
+                    rsv1 = bool(b0 & 0x40)
+                    self._check_header(b0, b1, opcode, fin, rsv1, length)
+                    if length < 126:
+                        header_len = 2
+                    elif length == 126:
+                        if end - pos < 4:
+                            break
+                        length = (buf[pos + 2] << 8) | buf[pos + 3]
+                        header_len = 4
+                    else:
+                        if end - pos < 10:
+                            break
+                        length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
+                        if length >> 63:
+                            raise InvalidFrame("the most significant bit of a 64-bit length must be 0 (§5.2)")
+                        header_len = 10
                 if end - pos < header_len + 4:
                     break
                 if opcode < 8:
