@@ -433,16 +433,14 @@ class WebSocket:
                 return False
             timeout = left if timeout is None else min(timeout, left)
         try:
-            if timeout is None and self.send_timeout is None:
-                # Nothing bounds this wait, and the socket has no timeout (it bounds sends when
-                # set): a blocking recv() waits by itself, without a readiness check first (a
-                # system call per message with threads, a watcher's start and stop with gevent).
-                # Closing the socket from another thread wakes it.
-                data = self._sock.recv(_READ_SIZE)
-            elif not self._wait_readable(timeout):
+            # When nothing bounds this wait and the socket has no timeout (it bounds sends when
+            # set), a blocking recv() waits by itself, without a readiness check first (a system
+            # call per message with threads, a watcher's start and stop with gevent). Closing the
+            # socket from another thread wakes it.
+            bounded = timeout is not None or self.send_timeout is not None
+            if bounded and not self._wait_readable(timeout):
                 return False
-            else:
-                data = self._sock.recv(_READ_SIZE)
+            data = self._sock.recv(_READ_SIZE)
         except OSError:
             data = b""
         if not data:
