@@ -31,8 +31,17 @@ DEFAULTS = {
     "WEBSOCKET_MAX_HEADERS": 100,
     # Seconds a client has to send its whole request (development server); slowloris guard.
     "WEBSOCKET_HANDSHAKE_TIMEOUT": 10.0,
-    # Seconds a send may block on a client that stopped reading before the socket is closed.
+    # Seconds a send may wait for a client that takes no bytes at all before the connection is
+    # ended: "no progress for this long", not a total (a slow but steady reader is never cut).
     "WEBSOCKET_SEND_TIMEOUT": 30.0,
+    # Unread messages a connection queues at most, and their total size in bytes (characters
+    # of text): past either it stops reading its socket until the view reads (TCP then holds
+    # the client back), so a flood costs at most about this much memory per connection.
+    "WEBSOCKET_MAX_QUEUE": 32,
+    "WEBSOCKET_MAX_QUEUE_BYTES": 2**20,
+    # Seconds a view may stay blocked in wait() before the database connections its thread
+    # holds are closed (None: they stay, as CONN_MAX_AGE decides between requests).
+    "WEBSOCKET_DATABASE_IDLE_TIMEOUT": 1.0,
     # Ping after this many seconds without receiving anything (None: no keepalive) ...
     "WEBSOCKET_PING_INTERVAL": 20.0,
     # ... and fail the connection with 1011 when nothing arrives this many seconds after the ping.

@@ -4,10 +4,25 @@ import functools
 import inspect
 
 from django.core.exceptions import ImproperlyConfigured
+from django.core.handlers.base import BaseHandler
 
 from .handler import VIEW_OPTIONS, error_response, prepare, serve
 
 __all__ = ["accept_websocket", "require_websocket"]
+
+
+class _EveryDatabase(frozenset):
+    """The ``_non_atomic_requests`` of a WebSocket view: every database alias, whatever
+    ``DATABASES`` holds when the request comes (Django checks ``alias in ...``)."""
+
+    def __contains__(self, alias):
+        return True
+
+
+_EVERY_DATABASE = _EveryDatabase()
+# Django's own wrapping of a view in ATOMIC_REQUESTS' transactions, for the plain HTTP requests
+# of an @accept_websocket view (its handler's method needs no state of the handler).
+_make_view_atomic = BaseHandler().make_view_atomic
 
 
 def _decorator(view, options, *, required):
@@ -30,7 +45,9 @@ def _decorator(view, options, *, required):
             if request.websocket is None:
                 if required:
                     return error_response(400, "This view accepts only WebSocket connections.")
-                return view(request, *args, **kwargs)
+                # A plain request is a request like any other: in ATOMIC_REQUESTS' transaction,
+                # unless the view itself is non_atomic_requests.
+                return _make_view_atomic(view)(request, *args, **kwargs)
             return serve(request, view, args, kwargs)
 
         # Read by WebSocketMiddleware.process_view, as csrf_exempt's flag is read by CSRF's. The
@@ -38,6 +55,9 @@ def _decorator(view, options, *, required):
         wrapper.accept_websocket = True
         wrapper.require_websocket = required
         wrapper.websocket_decorated = True
+        # A WebSocket view may live for hours: never inside one request-long transaction
+        # (ATOMIC_REQUESTS); its own transaction.atomic() blocks work as usual.
+        wrapper._non_atomic_requests = _EVERY_DATABASE
         return wrapper
 
     return decorate if view is None else decorate(view)

@@ -4,7 +4,7 @@ and the middleware, so that each request is set up once and finished once)."""
 import logging
 import threading
 
-from django.db import close_old_connections, connections
+from django.db import connections
 from django.db.backends.signals import connection_created
 from django.http import HttpResponse
 
@@ -44,6 +44,45 @@ def _note_connection_opened(sender, connection, **kwargs):
 connection_created.connect(_note_connection_opened, dispatch_uid="django_websocket.handler.connection_opened")
 
 
+def _open_connections():
+    """This thread's open database connections that no transaction holds. An in-memory SQLite
+    database is left out: Django never closes its connection (that would destroy the database),
+    so there is nothing to refresh or release."""
+    return [
+        c
+        for c in connections.all(initialized_only=True)
+        if c.connection is not None
+        and not c.in_atomic_block
+        and not (c.vendor == "sqlite" and c.is_in_memory_db())
+    ]
+
+
+def refresh_connections():
+    """Between two messages of a long-lived view: what Django does between two requests
+    (``close_if_unusable_or_obsolete``: broken connections, changed autocommit, ``CONN_MAX_AGE``
+    elapsed, ``CONN_HEALTH_CHECKS`` re-armed), except that ``CONN_MAX_AGE = 0`` ("one request")
+    keeps the connection while the view is busy: it is closed once the view goes idle (see
+    :func:`release_connections`) or ends. A connection inside a transaction (``atomic()``) is
+    never touched: closing it would break the transaction."""
+    for conn in _open_connections():
+        if conn.settings_dict["CONN_MAX_AGE"] == 0:
+            close_at, conn.close_at = conn.close_at, None
+            try:
+                conn.close_if_unusable_or_obsolete()
+            finally:
+                if conn.connection is not None:
+                    conn.close_at = close_at
+        else:
+            conn.close_if_unusable_or_obsolete()
+
+
+def release_connections():
+    """Close this thread's database connections (outside transactions): its view is blocked
+    waiting for its client, which may take hours; the next query opens a fresh one."""
+    for conn in _open_connections():
+        conn.close()
+
+
 class DjangoWebSocket(GroupsMixin, WebSocket):
     """``request.websocket``: the connection, with what a long-lived Django view needs
     (``join`` and ``leave`` of groups come from :class:`~django_websocket.groups.GroupsMixin`)."""
@@ -54,24 +93,30 @@ class DjangoWebSocket(GroupsMixin, WebSocket):
         super().__init__(*args, **kwargs)
         self.allowed_origins = None
         # Whether the view's thread has a database connection open, or opened one since the
-        # view started. Database connections belong to the thread that opened them, and
-        # close_old_connections() only ever acts on an open one: a view that never used the
-        # database skips it. (Checking that each alias is not initialised costs a fifth of an
-        # echo's round trip on gevent: two exceptions per alias in asgiref's thread-local storage.)
+        # view started. Database connections belong to the thread that opened them, and the
+        # per-message refresh only acts on open ones: a view that never used the database
+        # skips it. (Looking at each alias costs a fifth of an echo's round trip on gevent:
+        # two exceptions per alias in asgiref's thread-local storage.)
         self._database_opened = False
 
+    def _idle(self):
+        # wait() has been blocked for idle_timeout seconds, in the view's thread.
+        release_connections()
+        self._database_opened = any(c.connection is not None for c in connections.all(initialized_only=True))
+
     def wait(self, timeout=None):
+        if self._database_opened and self.idle_timeout is not None:
+            self._on_idle = self._idle
         message = super().wait(timeout)
-        # A view may live for hours: give each message the fresh database connection a new
-        # request would get (CONN_MAX_AGE, connections the server dropped).
         if self._database_opened:
-            close_old_connections()
+            self._on_idle = None
+            refresh_connections()
         return message
 
     def read(self, fallback=None):
         message = super().read(fallback)
         if self._database_opened:
-            close_old_connections()
+            refresh_connections()
         return message
 
 
@@ -142,8 +187,11 @@ def _open(request, environ):
         send_timeout=settings.WEBSOCKET_SEND_TIMEOUT,
         ping_interval=settings.WEBSOCKET_PING_INTERVAL,
         ping_timeout=settings.WEBSOCKET_PING_TIMEOUT,
+        max_queue=settings.WEBSOCKET_MAX_QUEUE,
+        max_queue_bytes=settings.WEBSOCKET_MAX_QUEUE_BYTES,
     )
     request.websocket.allowed_origins = settings.WEBSOCKET_ALLOWED_ORIGINS
+    request.websocket.idle_timeout = settings.WEBSOCKET_DATABASE_IDLE_TIMEOUT
     return None
 
 
@@ -187,6 +235,8 @@ def serve(request, view, args, kwargs):
     Before the ``101`` is sent, the view's HTTP response (a refusal) goes out as usual. Once the
     connection is upgraded, whatever the view returns is ignored: the socket is closed with 1000,
     or 1011 if the view raised (the exception then reaches Django's normal error handling).
+    The view runs outside ``ATOMIC_REQUESTS``' transaction (the decorators mark it as
+    ``non_atomic_requests`` does): a view living for hours must not hold one transaction open.
     """
     websocket = request.websocket
     thread = threading.get_ident()
@@ -198,6 +248,11 @@ def serve(request, view, args, kwargs):
         return _serve(request, websocket, view, args, kwargs)
     finally:
         del _websocket_of_thread[thread]
+        if websocket.accepted:
+            # The view returned: nothing else uses the socket now (see WebSocket._release).
+            websocket._release()
+        else:
+            websocket._reject()
 
 
 def _serve(request, websocket, view, args, kwargs):

@@ -4,6 +4,11 @@ One watcher thread per process serves every connection (under gevent's monkey-pa
 greenlet), so no connection needs a thread of its own for this. Only bytes *received* count as
 life: a connection is pinged after ``ping_interval`` seconds without any, and failed with 1011
 when no pong (or anything else) arrives within ``ping_timeout`` (RFC 6455 §5.5.2-§5.5.3).
+
+The watcher never waits for a connection: it only tries each connection's locks and writes what
+the socket takes at once (see :mod:`django_websocket.websocket`). A view blocked sending to a
+client that stopped reading therefore delays nobody else's keepalive, and a silent peer is
+failed within ``ping_interval + ping_timeout`` and one tick, whatever the other connections do.
 """
 
 import logging
@@ -27,47 +32,60 @@ def watch(websocket):
             _thread.start()
 
 
-def _tick_interval():
-    intervals = [ws.ping_interval for ws in _watched if ws.ping_interval]
-    timeouts = [ws.ping_timeout for ws in _watched if ws.ping_timeout]
-    shortest = min(intervals + timeouts, default=1.0)
-    return max(0.05, min(1.0, shortest / 4))
+def _tick_interval(connections):
+    shortest = 1.0
+    for ws in connections:
+        for value in (ws.ping_interval, ws.ping_timeout):
+            if value and value < shortest * 4:
+                shortest = value / 4
+    return max(0.05, shortest)
 
 
 def _run():
     while True:
         with _lock:
             connections = list(_watched)
-            pause = _tick_interval()
+        pause = _tick_interval(connections)
+        now = time.monotonic()
+        ended = []
         for websocket in connections:
-            if websocket.closed:
-                with _lock:
-                    _watched.discard(websocket)
-                continue
             try:
-                check(websocket)
+                if not check(websocket, now):
+                    ended.append(websocket)
             except Exception:  # one bad connection must not stop keepalive for the others
                 logger.exception("Keepalive check of %r failed", websocket)
+        if ended:
+            with _lock:
+                _watched.difference_update(ended)
         time.sleep(pause)
 
 
 def check(websocket, now=None):
-    """Ping ``websocket`` if it went silent; fail it if its peer stopped answering."""
-    if websocket.ping_sent is not None:
-        # Read whatever arrived (the pong) if the view is not reading right now.
-        websocket._pull(accept=False)
+    """Ping ``websocket`` if it went silent; fail it if its peer stopped answering. Never
+    blocks. Returns False once the connection is over (it needs watching no more)."""
+    if websocket.closed:
+        return False
     now = time.monotonic() if now is None else now
-    if websocket.ping_sent is not None:
-        if websocket.last_received > websocket.ping_sent:
+    if websocket.reading_paused:
+        # The view is not reading and its queue is full: the peer sent us more than the view
+        # read, so it is alive; what it sends now waits in TCP's buffers, pongs included.
+        websocket.ping_sent = None
+        websocket.last_received = now
+        return True
+    sent = websocket.ping_sent  # read once: the connection's reader may clear it meanwhile
+    if sent is not None:
+        # Read whatever arrived (the pong) if no one else is reading right now.
+        websocket._pull(blocking=False)
+        if websocket.last_received > sent:
             websocket.ping_sent = None  # something arrived after the ping: the peer is alive
-        elif websocket.ping_timeout and now - websocket.ping_sent > websocket.ping_timeout:
+        elif websocket.ping_timeout and now - sent > websocket.ping_timeout:
             websocket.fail(1011, "keepalive ping timeout")
-        return
+            return False
+        return True
     if now - websocket.last_received >= websocket.ping_interval:
-        from .exceptions import ConnectionClosed
-
-        try:
-            websocket.ping_sent = now
-            websocket.ping(b"keepalive")
-        except ConnectionClosed:
-            pass
+        websocket.ping_sent = now
+        if not websocket._send_keepalive_ping():
+            return False
+    elif websocket._out:
+        websocket._flush(blocking=False)  # what another thread could not write at once
+    return True

@@ -26,7 +26,7 @@ import threading
 import time
 
 from django.core.handlers.wsgi import WSGIHandler
-from django.core.signals import got_request_exception
+from django.core.signals import got_request_exception, request_started
 from django.db import connections
 from django.test import Client, LiveServerTestCase, RequestFactory
 from django.test.testcases import LiveServerThread
@@ -52,46 +52,28 @@ _READ_SIZE = 65536
 
 # --- the view's thread and the test's database connections --------------------------------------
 #
-# A view thread uses the test thread's connection objects (as Django's live server does with an
-# in-memory SQLite database): in a TestCase, that is the only way for the view to see the test's
-# uncommitted data, and for the test to see the view's. Such a connection must then survive the
-# view: Django calls close_old_connections() when a request starts and finishes, and
-# request.websocket does before each message it returns; on a connection held in a TestCase's
-# transaction that closes it (its autocommit differs from the settings). Django's test Client
-# disconnects close_old_connections from the request signals while it runs a request, but a
-# WebSocket view runs for a while, concurrently with the test, so that global switch would race.
-# Instead, each shared connection's close_if_unusable_or_obsolete() does nothing in view threads
-# for as long as one runs; the test thread and every other thread keep Django's behaviour.
-
-_view_thread = threading.local()
-_guards = {}  # id(connection) -> [connection, number of view threads using it]
-_guards_lock = threading.Lock()
-
-
-def _guard(conn):
-    with _guards_lock:
-        entry = _guards.get(id(conn))
-        if entry is None:
-            original = conn.close_if_unusable_or_obsolete
-
-            def close_if_unusable_or_obsolete():
-                if not getattr(_view_thread, "shares_connections", False):
-                    original()
-
-            conn.close_if_unusable_or_obsolete = close_if_unusable_or_obsolete
-            entry = _guards[id(conn)] = [conn, 0]
-        entry[1] += 1
-        conn.inc_thread_sharing()
+# In a TestCase, the test's data lives in a transaction of the test thread's connections: the
+# view thread must use those very connection objects to see it (and for the test to see the
+# view's writes). Such a connection is inside an atomic block, which the production code never
+# touches between messages or when the view goes idle: the view runs exactly the code it runs on
+# a real server. What remains are Django's request signals: request_started and request_finished
+# call close_old_connections(), which would close the test's connection (its autocommit differs
+# from the settings'). Django's own test Client disconnects that receiver around each request;
+# here the view thread simply takes the shared connections after request_started and gives
+# them back before request_finished, so that both signals find only the thread's own ones.
+# An in-memory SQLite database is shared too (as Django's live server does: other connections
+# would not see its tables); closing such a connection is a no-op in Django.
+# Outside a transaction (TransactionTestCase) the view thread has its own connections, as on a
+# server.
 
 
-def _unguard(conn):
-    with _guards_lock:
-        conn.dec_thread_sharing()
-        entry = _guards[id(conn)]
-        entry[1] -= 1
-        if entry[1] == 0:
-            del _guards[id(conn)]
-            del conn.close_if_unusable_or_obsolete  # the class's method again
+def _connections_to_share():
+    shared = []
+    for conn in connections.all(initialized_only=True):
+        in_memory = conn.vendor == "sqlite" and conn.is_in_memory_db()
+        if conn.in_atomic_block or in_memory:
+            shared.append(conn)
+    return shared
 
 
 class _EnvironFactory(RequestFactory):
@@ -159,6 +141,7 @@ class WebSocketClient:
         self._close_sent = False
         self._thread = None
         self._handover = None
+        self._environ = None
         self._exc_info = None
         self._finished = False
 
@@ -212,15 +195,24 @@ class WebSocketClient:
         # The handler is built here, not in __init__, so that override_settings(MIDDLEWARE=...)
         # inside a test applies, as it does to the test Client.
         handler = WSGIHandler()
-        shared = list(connections.all())
+        shared = _connections_to_share()
         for conn in shared:
-            _guard(conn)
+            conn.inc_thread_sharing()
         self._thread = threading.Thread(
             target=self._serve,
             args=(handler, environ, view_sock, shared),
             name=f"WebSocketClient {path}",
             daemon=True,
         )
+        if shared:
+
+            def take_shared(sender, environ=None, **kwargs):
+                if environ is self._environ:
+                    for conn in shared:
+                        connections[conn.alias] = conn
+
+            request_started.connect(take_shared, dispatch_uid=self._dispatch_uid, weak=False)
+        self._environ = environ
         got_request_exception.connect(self._store_exception, dispatch_uid=self._dispatch_uid, weak=False)
         self._thread.start()
 
@@ -250,24 +242,26 @@ class WebSocketClient:
 
     def _serve(self, handler, environ, view_sock, shared):
         # The view's thread, which plays the part of a server's connection thread.
-        _view_thread.shares_connections = True
-        for conn in shared:
-            connections[conn.alias] = conn
         try:
             response = handler(environ, lambda status, headers, exc_info=None: None)
             if not self._handover.taken:
                 self.response = response
+            # The test's connections go back before request_finished (see the top of the module).
+            for conn in shared:
+                if connections[conn.alias] is conn:
+                    del connections[conn.alias]
             # As a server does once it is done with the response: sends request_finished.
             response.close()
         finally:
             if not self._handover.taken:
                 # Nobody took the connection: the client sees its end, and reads the refusal.
                 view_sock.close()
+            request_started.disconnect(dispatch_uid=self._dispatch_uid)
             got_request_exception.disconnect(dispatch_uid=self._dispatch_uid)
             # Given back only now that nothing of the request can touch them any more, however
             # long the view ran after the test gave up on it.
             for conn in shared:
-                _unguard(conn)
+                conn.dec_thread_sharing()
 
     def _store_exception(self, sender, **kwargs):
         if threading.current_thread() is self._thread:

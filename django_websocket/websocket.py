@@ -2,14 +2,44 @@
 
 This layer is a thin I/O loop around :class:`~django_websocket.protocol.ServerProtocol`: it reads
 from the socket into the protocol, writes what the protocol produces, and keeps received messages
-in a queue for :meth:`WebSocket.wait`, :meth:`WebSocket.read` and iteration. It never imports
-Django.
+in a bounded queue for :meth:`WebSocket.wait`, :meth:`WebSocket.read` and iteration. It never
+imports Django.
 
 A server adapter gives the application the connection's socket through a :class:`Handover` placed
 in the WSGI environ under :data:`ENVIRON_KEY`.
+
+The life of a connection is one state machine (:class:`ConnectionState`)::
+
+    CONNECTING --accept()--> OPEN --close frame sent or received, or a failure--> CLOSING
+        |                     |                                                      |
+        | _reject()           | _end(): peer gone, timeout, shutdown                 | _end()
+        v                     v                                                      v
+      CLOSED <-------------- CLOSED <--------------------------------------------- CLOSED
+
+Each transition has one owner: ``accept()`` (under the write lock) opens; ``_feed`` (received a
+close or a bad frame), ``_start_close`` (we close) and ``fail`` move to CLOSING; ``_end`` alone
+moves to CLOSED, exactly once, whichever way the connection ends: the closing handshake done
+(:rfc:`6455#section-7.1.1`), a protocol failure once its close frame is out (§7.1.7), the peer
+gone (§7.1.5), a timeout (close, send, keepalive) or a shutdown. ``_end`` shuts the socket down,
+which wakes every thread blocked on it, forgets the connection, and runs the close callbacks. The
+socket's descriptor itself is closed later by :meth:`WebSocket._release`, called by the
+connection's owner once nothing else can be using it (the view has returned).
+
+Three locks, none ever held while waiting for another connection or the peer, except the write
+lock during one write:
+
+* the write lock: one frame at a time goes to the socket, whole; the frames waiting in
+  ``_out`` (pongs, pings, close frames, produced by any thread) are written by whoever holds it;
+* the read lock: one reader at a time;
+* the state lock: the protocol's state, the message queue and ``_out``, for a few instructions.
+
+A thread that must not block (keepalive, shutdown, a group's delivery) only ever tries the write
+lock, and writes only what the socket takes at once: if a view is blocked writing to a client
+that stopped reading, the frame waits in ``_out`` and that view writes it after its own.
 """
 
 import collections
+import enum
 import logging
 import os
 import select
@@ -19,11 +49,19 @@ import time
 
 from . import deflate
 from .exceptions import ConnectionClosed, InvalidState, ProtocolError
-from .frames import CloseCode
+from .frames import CloseCode, Opcode, serialize_frame
 from .handshake import accept_response
 from .protocol import DEFAULT_MAX_MESSAGE_SIZE, Close, Pong, ServerProtocol, State
 
-__all__ = ["ENVIRON_KEY", "Handover", "WebSocket", "open_connections", "close_all", "is_shutting_down"]
+__all__ = [
+    "ENVIRON_KEY",
+    "ConnectionState",
+    "Handover",
+    "WebSocket",
+    "open_connections",
+    "close_all",
+    "is_shutting_down",
+]
 
 logger = logging.getLogger("django_websocket")
 
@@ -32,7 +70,28 @@ ENVIRON_KEY = "django_websocket.handover"
 
 _READ_SIZE = 65536
 
-# Every accepted, not yet closed connection of this process: for graceful shutdown (close_all),
+#: Unread messages a connection queues at most, and their total size (characters of text,
+#: bytes of binary): past either, it stops reading from its socket until the view reads, so a
+#: client sending faster than the view reads is held back by TCP (its own buffers fill).
+DEFAULT_MAX_QUEUE = 32
+DEFAULT_MAX_QUEUE_BYTES = 2**20
+
+
+class ConnectionState(enum.Enum):
+    """Where a connection is in its life (see the module's docstring)."""
+
+    CONNECTING = "connecting"  # the handshake is not answered yet; an HTTP refusal is possible
+    OPEN = "open"
+    CLOSING = "closing"  # a close frame was sent or received, or the connection failed
+    CLOSED = "closed"  # the end: nothing more is read or written
+
+
+CONNECTING = ConnectionState.CONNECTING
+OPEN = ConnectionState.OPEN
+CLOSING = ConnectionState.CLOSING
+CLOSED = ConnectionState.CLOSED
+
+# Every accepted, not yet ended connection of this process: for graceful shutdown (close_all),
 # the connection cap and keepalive.
 _open = set()
 _open_lock = threading.Lock()
@@ -49,29 +108,46 @@ def is_shutting_down():
     return _shutting_down.is_set()
 
 
-def close_all(code=CloseCode.GOING_AWAY, reason="server shutting down", timeout=5.0):
+def close_all(code=CloseCode.GOING_AWAY, reason="server shutting down", timeout=None):
     """Close every open connection of this process with ``code`` (1001 by default).
 
-    Sends each a close frame, then waits up to ``timeout`` seconds for the connections to end
-    (their views see the close and return), and aborts those still open. Marks the process as
+    Sends every connection its close frame at once (never waiting for one slow client), then
+    waits for their closing handshakes together, reading the answers of connections whose view
+    is not reading; those still open after ``timeout`` seconds (by default the longest close
+    timeout of the connections, ``WEBSOCKET_CLOSE_TIMEOUT``) are cut. Marks the process as
     shutting down, so that new handshakes are refused. Returns the number of connections closed.
     """
     _shutting_down.set()
     with _open_lock:
         connections = list(_open)
-    for websocket in connections:
-        websocket.start_close(code, reason)
+    if timeout is None:
+        timeout = max((ws.close_timeout for ws in connections), default=0.0)
     deadline = time.monotonic() + timeout
     for websocket in connections:
-        while not websocket._transport_closed and time.monotonic() < deadline:
-            # Drive the closing handshake ourselves where the view is not reading.
-            websocket._pull(accept=False)
-            if not websocket._transport_closed:
-                time.sleep(0.02)
-        if not websocket._transport_closed:
-            websocket._abort()
+        websocket._start_close(code, reason, blocking=False)
+    pending = connections
+    while pending:
+        for websocket in pending:
+            websocket._pull(blocking=False)
+        pending = [ws for ws in pending if ws._state is not CLOSED]
+        if not pending or time.monotonic() >= deadline:
+            break
+        time.sleep(0.02)
+    for websocket in pending:
+        websocket._end("shutdown: the close handshake did not finish in time", clean=False)
     return len(connections)
+
+
 _POLL_IN = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP
+_POLL_OUT = select.POLLOUT | select.POLLERR | select.POLLHUP
+# Captured now, before any monkey-patching by a server that patches later (it passes its own).
+_poll = select.poll
+
+
+def _writable_now(sock):
+    poller = _poll()
+    poller.register(sock, _POLL_OUT)
+    return bool(poller.poll(0))
 
 
 class Handover:
@@ -83,15 +159,17 @@ class Handover:
     more on that connection and must not reuse it for HTTP. ``accepted`` is true when the server
     itself already sent the ``101`` response (gevent-websocket does), in which case a refusal can
     only be a close frame. ``wait_readable(sock, timeout)`` may replace the default readiness check
-    (``select.poll``, which gevent's monkey-patching makes cooperative). ``lock``, a callable
-    returning a new lock, may replace ``threading.Lock`` for the lock that guards each
-    connection's writes (it is only ever acquired blocking, in ``with`` statements).
+    (``select.poll``, which gevent's monkey-patching makes cooperative); ``writable_now(sock)``
+    the check, which must never block, that a socket takes bytes at once. ``lock``, a callable
+    returning a new lock, may replace ``threading.Lock`` for each connection's locks (acquired
+    blocking in ``with`` statements, and with ``acquire(blocking=False)``).
     """
 
-    def __init__(self, take, *, accepted=False, wait_readable=None, lock=None):
+    def __init__(self, take, *, accepted=False, wait_readable=None, writable_now=None, lock=None):
         self._take = take
         self.accepted = accepted
         self.wait_readable = wait_readable
+        self.writable_now = writable_now or _writable_now
         self.lock = lock
         self.taken = False
 
@@ -114,10 +192,11 @@ class WebSocket:
     # sets on request.websocket working (that dict is only made for those that do).
     __slots__ = (
         "handshake", "_handover", "max_message_size", "max_frame_size", "server_subprotocols", "compression",
-        "close_timeout", "send_timeout", "ping_interval", "ping_timeout", "_response_headers", "_subprotocol",
-        "accepted", "_sock", "_proto", "_messages", "_lock", "_recv_lock", "_accept_lock", "_last_pull",
-        "_poller", "_transport_closed", "_close_deadline", "_closing_locally", "last_received", "_pong_waiters",
-        "_close_callbacks", "ping_sent", "__dict__", "__weakref__",
+        "close_timeout", "send_timeout", "ping_interval", "ping_timeout", "max_queue", "max_queue_bytes",
+        "_response_headers", "_subprotocol", "_state", "_sock", "_proto", "_messages", "_queued_bytes", "_out",
+        "_write_lock", "_recv_lock", "_state_lock", "_last_pull", "_poller", "_close_deadline",
+        "_closing_locally", "_clean_end", "_ended", "last_received", "_pong_waiters", "_close_callbacks",
+        "ping_sent", "idle_timeout", "_on_idle", "end_reason", "_released", "__dict__", "__weakref__",
     )  # fmt: skip
 
     def __init__(
@@ -133,6 +212,8 @@ class WebSocket:
         send_timeout=None,
         ping_interval=None,
         ping_timeout=None,
+        max_queue=DEFAULT_MAX_QUEUE,
+        max_queue_bytes=DEFAULT_MAX_QUEUE_BYTES,
         headers=(),
     ):
         #: The validated handshake (:class:`~django_websocket.handshake.Request`).
@@ -146,30 +227,44 @@ class WebSocket:
         self.send_timeout = send_timeout
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
+        self.max_queue = max_queue
+        self.max_queue_bytes = max_queue_bytes
         self._response_headers = tuple(headers)
         self._subprotocol = None
-        self.accepted = False
+        self._state = CONNECTING
         self._sock = None
         self._proto = None
         # Received messages not yet read: a deque made when one arrives, dropped when the view
         # waits on an empty one (an idle connection does not keep its 64-slot block).
         self._messages = None
-        # Guards the protocol state and writes to the socket: taken twice per round trip, so a
-        # server may give a cheaper lock of its own (only ever acquired blocking).
-        self._lock = (handover.lock or threading.Lock)()
-        self._recv_lock = threading.Lock()  # one reader at a time
-        self._accept_lock = threading.Lock()
+        self._queued_bytes = 0
+        # Frames any thread produced (pongs, pings, close frames), written by the next holder of
+        # the write lock, in order, between whole data frames.
+        self._out = []
+        make_lock = handover.lock or threading.Lock
+        self._write_lock = make_lock()  # also serialises accept()
+        self._recv_lock = make_lock()
+        self._state_lock = make_lock()
         self._last_pull = 0.0
         self._poller = None
-        self._transport_closed = False
         self._close_deadline = None
         self._closing_locally = False
+        self._clean_end = False
+        self._ended = None  # a threading.Event, made only when a thread waits for the end
         #: ``time.monotonic()`` of the last bytes received (keepalive reads it).
         self.last_received = None
         self._pong_waiters = {}
         self._close_callbacks = []
         #: ``time.monotonic()`` when the keepalive ping now unanswered was sent, else None.
         self.ping_sent = None
+        #: Seconds :meth:`wait` blocks before it calls the idle callback (see ``_on_idle``).
+        self.idle_timeout = 1.0
+        # Called once, in the waiting thread, when wait() has been blocked for idle_timeout
+        # seconds (the Django layer releases the thread's database connections then).
+        self._on_idle = None
+        #: Why the connection ended, once it did (for logs and tests), else None.
+        self.end_reason = None
+        self._released = False
 
     # --- the opening handshake ----------------------------------------------------------------
 
@@ -192,6 +287,16 @@ class WebSocket:
                 return candidate
         return None
 
+    @property
+    def state(self):
+        """The :class:`ConnectionState` of the connection."""
+        return self._state
+
+    @property
+    def accepted(self):
+        """Whether the ``101`` was sent (or the connection ended after it was)."""
+        return self._proto is not None and self._state is not CONNECTING
+
     def accept(self, subprotocol=None):
         """Send the ``101 Switching Protocols`` answer and take over the connection.
 
@@ -199,8 +304,21 @@ class WebSocket:
         subprotocols that the client offered is chosen, and none if there is no match. Called
         implicitly by every other method; calling it twice raises :class:`InvalidState`.
         """
-        if self.accepted:
-            raise InvalidState("the WebSocket was already accepted")
+        with self._write_lock:
+            if self._state is not CONNECTING:
+                raise InvalidState(f"the WebSocket was already {'accepted' if self.accepted else 'refused'}")
+            self._accept_locked(subprotocol)
+
+    def _ensure_accepted(self):
+        if self._state is CONNECTING:
+            # Two threads may use a fresh connection at once: only one accepts, and the other
+            # waits until the 101 is written and the connection is usable.
+            with self._write_lock:
+                if self._state is CONNECTING:
+                    self._accept_locked(None)
+
+    def _accept_locked(self, subprotocol):
+        # The write lock is held: no other thread can write (or read: readers accept first).
         if subprotocol is None:
             subprotocol = self.choose_subprotocol()
         elif subprotocol not in self.handshake.subprotocols:
@@ -208,51 +326,64 @@ class WebSocket:
         extension_header, extension = None, None
         if self.compression and not self._handover.accepted:
             extension_header, extension = deflate.negotiate(self.handshake.extensions)
-        self.accepted = True
         self._subprotocol = subprotocol
-        self._proto = ServerProtocol(
+        proto = ServerProtocol(
             max_message_size=self.max_message_size, max_frame_size=self.max_frame_size, extension=extension
         )
         sock, leftover = self._handover.take()
         self._sock = sock
         self.last_received = self._last_pull = time.monotonic()
-        # Reads only happen once the socket is readable, so this timeout bounds sends: a client
-        # that stops reading cannot hold a thread or greenlet forever (the socket is then closed).
+        # Reads only happen once the socket is readable, so this timeout bounds sends: each
+        # send() call may wait this long for the client to take *some* bytes (see _write).
         sock.settimeout(self.send_timeout)
+        self._proto = proto
+        if not self._handover.accepted:
+            response = accept_response(self.handshake.key, subprotocol, extension_header, self._response_headers)
+            try:
+                sock.sendall(response)
+            except OSError:
+                self._state = OPEN
+                self._end("the client went away during the opening handshake", clean=False)
+                return
+        if leftover:
+            # Frames the client sent right behind its handshake come before anything read later.
+            self._feed(leftover)
+        # Only now may other threads use the connection: the 101 is on the wire before any frame.
+        self._state = OPEN if proto.state is State.OPEN else CLOSING
         with _open_lock:
             _open.add(self)
         if self.ping_interval:
             from . import keepalive
 
             keepalive.watch(self)
-        if not self._handover.accepted:
-            response = accept_response(self.handshake.key, subprotocol, extension_header, self._response_headers)
-            try:
-                sock.sendall(response)
-            except OSError:
-                self._lost()
+        if self._out:
+            self._write_out()
+        self._check_done()
+
+    def _reject(self):
+        """The view refused the handshake with an HTTP response: the connection never opened.
+        The final step still runs (close callbacks, if any were added)."""
+        with self._write_lock:
+            if self._state is not CONNECTING:
                 return
-        if leftover:
-            self._feed(leftover)
+            self._state = OPEN  # CONNECTING -> CLOSED goes through the same final step
+        self._end("refused before the opening handshake", clean=False)
 
     def add_close_callback(self, callback):
-        """Call ``callback(websocket)`` once the connection has ended (from whichever thread ended it)."""
-        self._close_callbacks.append(callback)
-
-    def _ensure_accepted(self):
-        if not self.accepted:
-            # Two threads may use a fresh connection at once: only one of them accepts.
-            with self._accept_lock:
-                if not self.accepted:
-                    self.accept()
+        """Call ``callback(websocket)`` once the connection has ended, from whichever thread
+        ended it; at once, in this thread, if it already has."""
+        with self._state_lock:
+            if self._state is not CLOSED:
+                self._close_callbacks.append(callback)
+                return
+        self._run_callbacks([callback])
 
     # --- state --------------------------------------------------------------------------------
 
     @property
     def closed(self):
         """True once a close frame was sent or received, or the connection was lost."""
-        proto = self._proto
-        return proto is not None and (proto.state is not State.OPEN or self._transport_closed)
+        return self._state is CLOSING or self._state is CLOSED
 
     def is_closed(self):
         return self.closed
@@ -266,6 +397,12 @@ class WebSocket:
     def close_reason(self):
         return self._proto.close_reason if self._proto is not None else ""
 
+    def _closed_error(self):
+        proto = self._proto
+        if proto is None:
+            return InvalidState("the WebSocket was refused before it opened")
+        return ConnectionClosed(proto.close_code, proto.close_reason)
+
     # --- sending ------------------------------------------------------------------------------
 
     def send(self, message):
@@ -274,68 +411,144 @@ class WebSocket:
         Anything else is sent as ``str(message)``. Safe to call from several threads at once.
         Raises :class:`~django_websocket.exceptions.ConnectionClosed` once the connection closed.
         """
-        # The checks of accept and of the close callbacks are inlined on this path and in wait():
-        # a method call each, per message, for what is nearly always nothing to do.
-        if not self.accepted:
-            self._ensure_accepted()
+        state = self._state
+        if state is not OPEN:
+            if state is CONNECTING:
+                self._ensure_accepted()
+            if self._state is CLOSED:
+                raise self._closed_error()
         if not isinstance(message, (str, bytes, bytearray, memoryview)):
             message = str(message)
-        try:
-            with self._lock:
-                if self._transport_closed:
-                    raise ConnectionClosed(self._proto.close_code, self._proto.close_reason)
-                self._write(self._proto.send(message))
-        finally:
-            if self._transport_closed:
-                self._run_close_callbacks()
+        with self._write_lock:
+            if self._out:
+                self._write_out()
+            if self._state is CLOSED:
+                raise self._closed_error()
+            # After a close frame was sent the protocol refuses (ConnectionClosed); after a bad
+            # frame whose close is held back, messages received before it may still be answered.
+            # Framing happens under the write lock: with permessage-deflate, frames must go out
+            # in the order the compressor saw them (RFC 7692 §7.2.3, context takeover).
+            self._write(self._proto.send(message))
+            if self._out:
+                self._write_out()
+            if self._proto.state is State.CLOSED:
+                self._check_done()
+        if self._out:
+            self._flush(blocking=False)  # queued while we held the lock (see _flush)
         now = time.monotonic()
-        if now - self._last_pull > 1.0 and len(self._messages or ()) < 64:
+        if now - self._last_pull > 1.0:
             # A view that only sends must still see the peer's close (and answer its pings):
-            # after sending, read one chunk of what arrived, at most once a second, without
-            # blocking. Unread messages stay bounded: past 64 queued, the kernel's buffers push
-            # back on the peer.
+            # after sending, read what arrived, at most once a second, without blocking.
             self._last_pull = now
-            if self._recv_lock.acquire(blocking=False):
-                try:
-                    if not self._transport_closed:
-                        self._receive(0)
-                finally:
-                    self._recv_lock.release()
+            self._pull(blocking=True)
 
     def ping(self, payload=None):
         """Send a ping; returns a :class:`threading.Event` set when the matching pong arrives.
 
-        Without ``payload``, a random one tells this ping's pong from others'. The event is also
-        set when the connection ends: check :attr:`closed` after it is set.
+        Without ``payload``, a random one tells this ping's pong from others'. A pong also
+        answers the pings sent before it (RFC 6455 §5.5.3 lets a peer answer only the latest).
+        The event is also set when the connection ends: check :attr:`closed` after it is set.
         """
         self._ensure_accepted()
+        if self._state is CLOSED:
+            raise self._closed_error()
         if payload is None:
             payload = os.urandom(4)
         if isinstance(payload, str):
             payload = payload.encode("utf-8")
+        payload = bytes(payload)
+        if len(payload) > 125:
+            raise ValueError("a ping payload is at most 125 bytes (RFC 6455 §5.5)")
         waiter = threading.Event()
-        try:
-            with self._lock:
-                if self._transport_closed:
-                    raise ConnectionClosed(self._proto.close_code, self._proto.close_reason)
-                self._write(self._proto.send_ping(payload))
-                self._pong_waiters[bytes(payload)] = waiter
-        finally:
-            self._run_close_callbacks()
+        with self._state_lock:
+            if self._state is CLOSED or self._proto.close_sent:
+                raise self._closed_error()
+            # Re-inserted at the end: the dict keeps the order pings were sent in.
+            self._pong_waiters.pop(payload, None)
+            self._pong_waiters[payload] = waiter
+            self._out.append(serialize_frame(Opcode.PING, payload))
+        self._flush(blocking=True)
         return waiter
 
+    def _send_keepalive_ping(self):
+        """Queue a keepalive ping and write it if the socket takes it at once; never blocks."""
+        with self._state_lock:
+            if self._state is not OPEN:
+                return False
+            self._out.append(serialize_frame(Opcode.PING, b"keepalive"))
+        self._flush(blocking=False)
+        return True
+
     def _write(self, data):
-        # Called with self._lock held: the whole frame is written before another thread may
-        # write, which keeps frames whole. One send() nearly always takes all of it; sendall()
-        # only for what a full buffer left over. (gevent's sendall costs a getsockopt and its
-        # chunking on every call: about 3 µs per message.)
+        # Called with the write lock held: the whole frame is written before another thread may
+        # write, which keeps frames whole. Each send() may wait send_timeout for the client to
+        # take some bytes, so the timeout means "no progress for this long": a client reading a
+        # large message slowly but steadily gets all of it. (One send() nearly always takes
+        # everything: no loop, no memoryview for a small frame.)
+        sock = self._sock
+        try:
+            sent = sock.send(data)
+            if sent < len(data):
+                view = memoryview(data)
+                while sent < len(view):
+                    sent += sock.send(view[sent:])
+        except TimeoutError:
+            self._end(f"the client took nothing for {self.send_timeout}s (WEBSOCKET_SEND_TIMEOUT)", clean=False)
+            raise self._closed_error() from None
+        except OSError:
+            self._end("the client went away", clean=False)
+            raise self._closed_error() from None
+
+    def _take_out(self):
+        with self._state_lock:
+            out, self._out = self._out, []
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    def _write_out(self):
+        # The write lock is held: write every queued frame, blocking as _write does.
+        data = self._take_out()
+        if data and self._state is not CLOSED:
+            try:
+                self._write(data)
+            except ConnectionClosed:
+                pass
+
+    def _flush(self, blocking):
+        """Write the queued frames. Blocking: wait for the write lock and for the client (the
+        thread is the connection's own). Else: only if the lock is free, and only what the
+        socket takes at once; a holder of the lock writes the rest after its own frame."""
+        while True:
+            if blocking:
+                self._write_lock.acquire()
+            elif not self._write_lock.acquire(blocking=False):
+                return
+            try:
+                if blocking:
+                    self._write_out()
+                elif self._out and self._state is not CLOSED:
+                    self._write_now()
+                self._check_done()
+            finally:
+                self._write_lock.release()
+            # A frame queued by another thread between our last look and the release, which
+            # that thread could not write because we held the lock.
+            if not self._out or self._state is CLOSED:
+                return
+            blocking = False
+
+    def _write_now(self):
+        # Write lock held; write what the socket takes without waiting, keep the rest queued.
+        if not self._handover.writable_now(self._sock):
+            return
+        data = self._take_out()
         try:
             sent = self._sock.send(data)
-            if sent < len(data):
-                self._sock.sendall(memoryview(data)[sent:])
         except OSError:
-            self._lost_locked()
-            raise ConnectionClosed(self._proto.close_code, self._proto.close_reason) from None
+            self._end("the client went away", clean=False)
+            return
+        if sent < len(data):
+            with self._state_lock:
+                self._out.insert(0, bytes(memoryview(data)[sent:]))
 
     # --- receiving ----------------------------------------------------------------------------
 
@@ -346,45 +559,63 @@ class WebSocket:
         closed, and None when ``timeout`` (seconds) expires first: check :attr:`closed` to tell
         the two apart.
         """
-        if not self.accepted:
+        if self._state is not OPEN:
             self._ensure_accepted()
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._recv_lock:
             while True:
-                messages = self._messages
-                if messages:
-                    return messages.popleft()
-                if messages is not None:
-                    self._messages = messages = None  # the local too: it lives while we wait
-                if self._transport_closed:
+                if self._messages:
+                    return self._pop()
+                if self._messages is not None:
+                    self._messages = None
+                if self._state is CLOSED:
                     return None
                 if self._proto.failure_close_pending:
                     self._send_held_close()
-                    return None
+                    continue
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     # Out of time, but what the socket already holds still counts (wait(0)).
-                    if not self._receive(0):
+                    if not self._receive(0, True):
                         return None
                     continue
-                self._receive(remaining)
+                on_idle = self._on_idle
+                if on_idle is not None and (remaining is None or remaining > self.idle_timeout):
+                    if not self._receive(self.idle_timeout, True) and self._state is not CLOSED:
+                        # Nothing for idle_timeout seconds: the view is idle, tell its owner.
+                        self._on_idle = None
+                        on_idle()
+                    continue
+                self._receive(remaining, True)
+
+    def _pop(self):
+        # IndexError when another thread took the last message first.
+        with self._state_lock:
+            messages = self._messages
+            if not messages:
+                raise IndexError("no message")
+            message = messages.popleft()
+            self._queued_bytes -= len(message)
+        return message
 
     def read(self, fallback=None):
         """Return the next message if one is already there, else ``fallback``; never blocks."""
-        self._pull()
-        try:
-            return self._messages.popleft()
-        except (IndexError, AttributeError):  # empty, or None: no message
-            return fallback
+        self._pull(blocking=False, accept=True)
+        if self._messages:
+            try:
+                return self._pop()
+            except IndexError:  # another thread took it
+                pass
+        return fallback
 
     def has_messages(self):
         """Whether a message is ready to be read; never blocks."""
-        self._pull()
+        self._pull(blocking=False, accept=True)
         return bool(self._messages)
 
     def count_messages(self):
         """How many messages are ready to be read; never blocks."""
-        self._pull()
+        self._pull(blocking=False, accept=True)
         return len(self._messages or ())
 
     def __iter__(self):
@@ -395,22 +626,37 @@ class WebSocket:
                 return
             yield message
 
-    def _pull(self, accept=True):
-        # Read whatever the socket already holds, without blocking. If another thread is reading,
-        # it will queue what arrives: report what is queued now.
+    def _queue_full(self):
+        messages = self._messages
+        return messages is not None and (
+            len(messages) >= self.max_queue or self._queued_bytes >= self.max_queue_bytes
+        )
+
+    @property
+    def reading_paused(self):
+        """Whether the connection stopped reading its socket because its queue of unread
+        messages is full (:data:`DEFAULT_MAX_QUEUE`); it reads again as the view reads."""
+        return self._queue_full()
+
+    def _pull(self, blocking, accept=False):
+        """Read what the socket already holds, up to the queue's bound, without waiting for the
+        peer. ``blocking`` says whether this thread may wait to write replies (pongs, a close).
+        If another thread is reading, it will queue what arrives: report what is queued now."""
         if accept:
             self._ensure_accepted()
-        elif not self.accepted:
+        if self._state is CONNECTING or self._state is CLOSED:
             return
         if not self._recv_lock.acquire(blocking=False):
             return
         try:
-            while not self._transport_closed and self._receive(0):
+            while self._state is not CLOSED and not self._queue_full() and self._receive(0, blocking):
                 pass
             if not self._messages and self._proto.failure_close_pending:
-                self._send_held_close()
+                self._send_held_close(blocking)
         finally:
             self._recv_lock.release()
+        if self._out and not blocking:
+            self._flush(blocking=False)
 
     def _wait_readable(self, timeout):
         custom = self._handover.wait_readable
@@ -423,224 +669,265 @@ class WebSocket:
             self._poller.register(self._sock, _POLL_IN)
         return bool(self._poller.poll(None if timeout is None else max(0, int(timeout * 1000 + 0.999))))
 
-    def _receive(self, timeout):
-        """Read once from the socket (waiting at most ``timeout``); False if nothing came."""
-        if self._close_deadline is not None:
+    def _receive(self, timeout, blocking):
+        """Read once from the socket (the read lock is held), waiting at most ``timeout``
+        (None: no bound); False if nothing came. ``blocking``: as for :meth:`_pull`."""
+        deadline = self._close_deadline
+        if deadline is not None:
             # A close handshake we started is bounded by close_timeout (RFC 6455 §7.1.1).
-            left = self._close_deadline - time.monotonic()
+            left = deadline - time.monotonic()
             if left <= 0:
-                self._abort()
+                self._end(f"the client did not answer the close frame within {self.close_timeout}s", clean=False)
                 return False
             timeout = left if timeout is None else min(timeout, left)
         try:
             # When nothing bounds this wait and the socket has no timeout (it bounds sends when
             # set), a blocking recv() waits by itself, without a readiness check first (a system
-            # call per message with threads, a watcher's start and stop with gevent). Closing the
-            # socket from another thread wakes it.
-            bounded = timeout is not None or self.send_timeout is not None
-            if bounded and not self._wait_readable(timeout):
+            # call per message with threads, a watcher's start and stop with gevent). Shutting
+            # the socket down from another thread wakes it.
+            if (timeout is not None or self.send_timeout is not None) and not self._wait_readable(timeout):
                 return False
             data = self._sock.recv(_READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return False
         except OSError:
             data = b""
         if not data:
-            self._lost()
+            if self._state is not CLOSED:
+                self._end("the client went away", clean=False)
             return False
-        self._feed(data)
+        if self._feed(data):
+            self._flush(blocking)
         return True
 
     def _feed(self, data):
+        """Give received bytes to the protocol and queue what they mean; no I/O. Returns whether
+        frames are waiting to be written or the closing handshake may be over."""
         self.last_received = time.monotonic()
         proto = self._proto
-        with self._lock:
+        with self._state_lock:
+            if self._state is CLOSED:
+                return False
             proto.receive_data(data)
             events = proto.events_received()
             # Messages that arrived before a bad frame are still delivered, and the view may
             # answer them: the failure's close frame waits until the view has read them.
-            hold = proto.failure is not None and not self._closing_locally and (
-                bool(self._messages) or any(isinstance(e, (str, bytes)) for e in events)
+            hold = (
+                proto.failure is not None
+                and not self._closing_locally
+                and (bool(self._messages) or any(isinstance(e, (str, bytes)) for e in events))
             )
             reply = proto.data_to_send(hold_failure_close=hold)
             if reply:
-                try:
-                    self._sock.sendall(reply)
-                except OSError:
-                    self._lost_locked()
-                    return
-        for event in events:
-            if isinstance(event, (str, bytes)):
-                if not self._closing_locally:
-                    if self._messages is None:
-                        self._messages = collections.deque()
-                    self._messages.append(event)
-            elif isinstance(event, Pong):
-                self.ping_sent = None
-                waiter = self._pong_waiters.pop(event.payload, None)
-                if waiter is not None:
-                    waiter.set()
-            elif isinstance(event, Close):
-                if proto.failure is not None:
-                    logger.info("WebSocket failed with %s: %s", proto.failure.code, proto.failure)
-        if proto.state is State.CLOSED and not proto.failure_close_pending:
-            self._finish_transport()
-        if self._transport_closed:
-            self._run_close_callbacks()
+                self._out.append(reply)
+            for event in events:
+                if type(event) is str or type(event) is bytes:
+                    if not self._closing_locally:
+                        if self._messages is None:
+                            self._messages = collections.deque()
+                        self._messages.append(event)
+                        self._queued_bytes += len(event)
+                elif isinstance(event, Pong):
+                    self.ping_sent = None
+                    self._answer_pings(event.payload)
+                elif isinstance(event, Close) and proto.failure is not None:
+                    failure = proto.failure
+                    logger.info("WebSocket %s failed with %s: %s", self.handshake.path, failure.code, failure)
+            if proto.state is not State.OPEN and self._state is OPEN:
+                self._state = CLOSING
+            return bool(self._out) or proto.state is State.CLOSED
 
-    def _send_held_close(self):
+    def _answer_pings(self, payload):
+        # State lock held. A pong answers its ping and every ping sent before it.
+        waiters = self._pong_waiters
+        if payload not in waiters:
+            return
+        for key in list(waiters):
+            waiters.pop(key).set()
+            if key == payload:
+                break
+
+    def _send_held_close(self, blocking=True):
         # The view has read every message received before the failure: now fail for real.
-        with self._lock:
+        with self._state_lock:
             data = self._proto.data_to_send()
-            try:
-                self._sock.sendall(data)
-            except OSError:
-                self._lost_locked()
-        self._finish_transport()
+            if data:
+                self._out.append(data)
+        self._flush(blocking)
+
+    def _check_done(self):
+        # Called with the write lock held, once the queued frames were written: the closing
+        # handshake is over when both close frames were exchanged (or ours, after a failure,
+        # went out), and nothing of ours is still waiting to be written.
+        proto = self._proto
+        if proto.state is State.CLOSED and proto.close_sent and not self._out and self._state is not CLOSED:
+            self._end("closed", clean=True)
 
     # --- closing ------------------------------------------------------------------------------
 
     def close(self, code=CloseCode.NORMAL_CLOSURE, reason=""):
-        """Start the closing handshake (once; later calls do nothing) and end the connection.
+        """Start the closing handshake (once; later calls only wait for it) and end the connection.
 
-        Waits up to ``close_timeout`` seconds for the peer's close frame, then closes the TCP
+        Waits up to ``close_timeout`` seconds for the peer's close frame, then ends the
         connection. The reason is cut to 123 bytes of UTF-8 (RFC 6455 §5.5).
         """
         self._ensure_accepted()
-        if not self.start_close(code, reason):
+        if self._state is CLOSED:
             return
-        if self._proto.state is State.CLOSED:
-            self._finish_transport()
-            return
+        self._start_close(code, reason, blocking=True)
+        deadline = time.monotonic() + self.close_timeout
+        if self._close_deadline is None:
+            self._close_deadline = deadline  # our close went out earlier, or is a reply
         # Read until the peer's close arrives; if another thread is reading, it will see it.
         if self._recv_lock.acquire(timeout=self.close_timeout):
             try:
-                while not self._transport_closed:
-                    self._receive(None)
+                while self._state is not CLOSED:
+                    if self._proto.failure_close_pending:
+                        self._send_held_close()
+                    elif not self._receive(None, True) and time.monotonic() >= deadline:
+                        break
             finally:
                 self._recv_lock.release()
+        else:
+            self._wait_ended(deadline - time.monotonic())
+        if self._state is not CLOSED:
+            self._end(f"the client did not answer the close frame within {self.close_timeout}s", clean=False)
 
-    def start_close(self, code=CloseCode.NORMAL_CLOSURE, reason=""):
-        """Send the close frame (once) without waiting for the answer; False if already ended.
-
-        Whoever reads the connection next (the view's ``wait``, or :meth:`close`) completes the
-        closing handshake, bounded by ``close_timeout``.
-        """
-        with self._lock:
-            if self._transport_closed or not self.accepted:
-                return False
-            frame = self._proto.send_close(code, reason)
+    def _start_close(self, code, reason, blocking):
+        """Queue our close frame (once) and write it, or leave it to the writer if not
+        ``blocking``; the closing handshake then completes when the peer answers."""
+        with self._state_lock:
+            if self._state is CLOSED or self._state is CONNECTING:
+                return
             self._closing_locally = True
-            lost = False
+            frame = self._proto.send_close(code, reason)
             if frame:
+                self._out.append(frame)
                 self._close_deadline = time.monotonic() + self.close_timeout
-                try:
-                    self._sock.sendall(frame)
-                except OSError:
-                    self._lost_locked()
-                    lost = True
-        if lost:
-            self._run_close_callbacks()
-            return False
-        self._messages = None
-        return True
+            if self._state is OPEN:
+                self._state = CLOSING
+            # The view asked to close: messages not yet read are dropped.
+            self._messages = None
+            self._queued_bytes = 0
+        self._flush(blocking)
 
     def fail(self, code, reason=""):
-        """Fail the connection (RFC 6455 §7.1.7): send a close frame with ``code`` and end the TCP
-        connection at once, without waiting for the peer's answer. A view blocked in ``wait()``
-        wakes up and gets None."""
-        with self._lock:
-            if self._transport_closed or not self.accepted:
+        """Fail the connection (RFC 6455 §7.1.7): send a close frame with ``code`` if the socket
+        takes it at once, and end the connection without waiting for the peer's answer. Never
+        blocks; a view blocked in ``wait()`` or ``send()`` wakes up (``None``, or
+        :exc:`~django_websocket.exceptions.ConnectionClosed`)."""
+        with self._state_lock:
+            if self._state is not OPEN and self._state is not CLOSING:
                 return
             logger.info("WebSocket %s failed with %s: %s", self.handshake.path, code, reason)
-            self._proto.fail(ProtocolError(reason, code=code))
-            data = self._proto.data_to_send()
+            proto = self._proto
+            if not proto.close_sent:
+                proto.fail(ProtocolError(reason, code=code))
+                frame = proto.data_to_send()
+                if frame:
+                    self._out.append(frame)
+            self._state = CLOSING
+        self._flush(blocking=False)
+        self._end(f"failed with {code}: {reason}", clean=False)
+
+    def _wait_ended(self, timeout):
+        with self._state_lock:
+            if self._state is CLOSED:
+                return True
+            if self._ended is None:
+                self._ended = threading.Event()
+            ended = self._ended
+        return ended.wait(max(0.0, timeout))
+
+    def _end(self, reason, *, clean):
+        """The single final step of every connection (see the module's docstring): run once,
+        from whichever thread saw the end first. ``clean``: the closing handshake completed, so
+        only our side of TCP is shut (the server closes first, RFC 6455 §7.1.1) and the peer's
+        FIN is awaited when the socket is released; else both sides are shut at once."""
+        with self._state_lock:
+            if self._state is CLOSED or self._state is CONNECTING:
+                return
+            self._state = CLOSED
+            self.end_reason = reason
+            self._clean_end = clean
+            proto = self._proto
+            if proto is not None and (proto.close_code is None or not clean):
+                # Without the closing handshake, the code is 1006 unless a close frame came or
+                # we failed with one (RFC 6455 §7.1.5, §7.4.1); the parser forgets its input.
+                proto.receive_eof()
+            callbacks, self._close_callbacks = self._close_callbacks, []
+            waiters, self._pong_waiters = self._pong_waiters, {}
+            ended = self._ended
+            self._out = []
+        sock = self._sock
+        if sock is not None:
             try:
-                self._sock.sendall(data)
+                # Wakes every thread blocked reading or writing this socket (closing the
+                # descriptor would not, and a reused descriptor would be read by mistake).
+                sock.shutdown(socket.SHUT_WR if clean else socket.SHUT_RDWR)
             except OSError:
                 pass
-            self._close_socket()
-        self._run_close_callbacks()
-
-    def _lost(self):
-        with self._lock:
-            self._lost_locked()
-        self._run_close_callbacks()
-
-    def _lost_locked(self):
-        # The peer went away without a close handshake (RFC 6455 §7.1.5: code 1006).
-        self._proto.receive_eof()
-        self._close_socket()
-
-    def _abort(self):
-        with self._lock:
-            logger.info("WebSocket peer did not answer the close frame within %ss", self.close_timeout)
-            self._proto.receive_eof()
-            self._close_socket()
-        self._run_close_callbacks()
-
-    def _finish_transport(self):
-        # The close handshake is over, or the connection failed: the server closes the TCP
-        # connection first (RFC 6455 §7.1.1). Half-close, then read until the peer's FIN so that
-        # unread input does not turn our close into a reset that could lose the close frame.
-        with self._lock:
-            if self._transport_closed:
-                return
-            sock = self._sock
-            try:
-                sock.shutdown(socket.SHUT_WR)
-            except OSError:
-                self._close_socket()
-                return
-        deadline = time.monotonic() + self.close_timeout
-        try:
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0 or not self._wait_readable(left):
-                    break
-                if not sock.recv(_READ_SIZE):
-                    break
-        except OSError:
-            pass
-        with self._lock:
-            self._close_socket()
-        self._run_close_callbacks()
-
-    def _close_socket(self):
-        if self._transport_closed:
-            return
-        self._transport_closed = True
-        for waiter in self._pong_waiters.values():
-            waiter.set()
-        self._pong_waiters.clear()
-        if self._poller is not None:
-            try:
-                self._poller.unregister(self._sock)
-            except (KeyError, ValueError, OSError):
-                pass
-        try:
-            # Shut down as well as close: a server may hold other references to the socket
-            # (buffered reader and writer files), which would keep the connection open.
-            self._sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        try:
-            self._sock.close()
-        except OSError:
-            pass
         with _open_lock:
             _open.discard(self)
+        for waiter in waiters.values():
+            waiter.set()
+        if ended is not None:
+            ended.set()
+        if clean:
+            logger.debug("WebSocket %s closed with %s", self.handshake.path, proto.close_code)
+        elif proto is not None:
+            logger.info("WebSocket %s ended: %s", self.handshake.path, reason)
+        self._run_callbacks(callbacks)
 
-    def _run_close_callbacks(self):
-        # Run after the connection's lock is released, so that a callback may take other locks.
-        if not self._transport_closed or not self._close_callbacks:
-            return
-        with _open_lock:
-            callbacks, self._close_callbacks = self._close_callbacks, []
+    def _run_callbacks(self, callbacks):
+        # No lock is held: a callback may take other locks, or use the connection's attributes.
         for callback in callbacks:
             try:
                 callback(self)
             except Exception:
                 logger.exception("Error in a close callback of %r", self)
 
+    def _release(self):
+        """Close the socket's descriptor, once the connection ended: the owner's last step, once
+        nothing else uses the socket (the view returned). After a clean end, first read until
+        the peer's FIN (bounded by ``close_timeout``), so that unread input does not turn our
+        close into a reset that could destroy the close frame on its way (RFC 6455 §7.1.1)."""
+        if self._state is not CLOSED:
+            self._end("released while open", clean=False)
+        if self._sock is None or self._released:
+            return
+        self._released = True
+        # No reader or writer can be left inside a call on the socket: both were woken by the
+        # shutdown, and the locks wait for them to leave (bounded: they are awake).
+        got_recv = self._recv_lock.acquire(timeout=self.close_timeout)
+        got_write = self._write_lock.acquire(timeout=self.close_timeout)
+        sock = self._sock
+        try:
+            if self._clean_end:
+                deadline = time.monotonic() + self.close_timeout
+                try:
+                    while True:
+                        left = deadline - time.monotonic()
+                        if left <= 0 or not self._wait_readable(left) or not sock.recv(_READ_SIZE):
+                            break
+                except OSError:
+                    pass
+            if self._poller is not None:
+                try:
+                    self._poller.unregister(sock)
+                except (KeyError, ValueError, OSError):
+                    pass
+                self._poller = None
+            try:
+                sock.close()
+            except OSError:
+                pass
+        finally:
+            if got_write:
+                self._write_lock.release()
+            if got_recv:
+                self._recv_lock.release()
+
     def __repr__(self):
-        state = "pending" if self._proto is None else self._proto.state.name.lower()
-        return f"<WebSocket {self.handshake.path!r} {state}>"
+        return f"<WebSocket {self.handshake.path!r} {self._state.value}>"
+

@@ -323,23 +323,6 @@ def test_wait_zero_returns_what_the_socket_holds(thread_server):
         assert json.loads(ws.recv(timeout=TIMEOUT))["result"] == ["already there"]
 
 
-@pytest.mark.parametrize("start", [servers.runserver, servers.gevent], ids=["runserver", "gevent"])
-def test_database_connections_are_renewed_between_messages(start, tmp_path):
-    # As between two requests: with CONN_MAX_AGE = 0 the view's connection is closed once a
-    # message is handled, and the next message's query opens a fresh one.
-    server = start(env={"TESTS_FILE_DATABASE": str(tmp_path / "db.sqlite3")})
-    try:
-        with connect(server.url + "/database-per-message", open_timeout=TIMEOUT) as ws:
-            answers = []
-            for _ in range(3):
-                ws.send("query")
-                answers.append(ws.recv(timeout=TIMEOUT))
-        assert answers == ["1", "2", "3"]
-    finally:
-        server.stop()
-    assert "Traceback" not in server.output()
-
-
 @pytest.mark.parametrize("pure", ["", "1"], ids=["accelerated", "pure-python"])
 def test_large_messages_through_either_unmasking(pure):
     # A server where websockets' C unmasking is importable (a test dependency) uses it when

@@ -2,12 +2,13 @@
 TransactionTestCase) and WebSocketLiveServerTestCase."""
 
 import threading
+import time
 from unittest import mock
 
 import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import connection
+from django.db import connection, connections
 from django.test import TestCase, TransactionTestCase, override_settings
 from websockets.sync.client import connect
 
@@ -237,6 +238,33 @@ class CommittedTests(TransactionTestCase):
             ws.send("create from-the-view")
             self.assertEqual(ws.receive_json(), {"count": 2})
         self.assertTrue(get_user_model().objects.filter(username="from-the-view").exists())
+
+
+@override_settings(ROOT_URLCONF="tests.testing_urls")
+class DatabaseRulesTests(TransactionTestCase):
+    # The view thread runs the code it runs on a server, with connections of its own (the "file"
+    # database is on disk: its connections really close): what fails on a server fails here.
+    databases = {"default", "file"}
+
+    def test_atomic_requests_do_not_wrap_websocket_views(self):
+        settings_dict = connections.settings["file"]
+        settings_dict["ATOMIC_REQUESTS"] = True
+        self.addCleanup(settings_dict.__setitem__, "ATOMIC_REQUESTS", False)
+        with WebSocketClient() as ws:
+            ws.connect("/database/transactions")
+            for i in range(3):
+                ws.send("note")
+                self.assertEqual(ws.receive_json(), {"count": i + 1, "in_atomic_block": False})
+
+    def test_an_idle_view_releases_its_connection(self):
+        with WebSocketClient() as ws:
+            ws.connect("/database/idle")
+            self.assertEqual(ws.receive(), "ready")
+            ws.send("query")
+            self.assertEqual(ws.receive(), "1")  # busy: the same connection
+            time.sleep(1.5)  # WEBSOCKET_DATABASE_IDLE_TIMEOUT is 1 s
+            ws.send("query")
+            self.assertEqual(ws.receive(), "2")  # idle: it was closed, and opened again
 
 
 # --- WebSocketLiveServerTestCase ------------------------------------------------------------------

@@ -28,7 +28,9 @@ urlpatterns = [
     path("finished-probe", views.finished_probe),
     path("server-close-long", views.server_close_long),
     path("flood", views.flood),
-    path("database-per-message", views.database_per_message),
+    path("database/ticks", views.database_ticks),
+    path("database/idle", views.database_idle),
+    path("database/transactions", views.database_transactions),
     path("unmasking", views.unmasking),
     path("custom-attribute", views.custom_attribute),
 ]

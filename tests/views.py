@@ -67,25 +67,76 @@ def echo(request):
         request.websocket.send(message)
 
 
-@require_websocket
-def database_per_message(request):
-    # Answers each message with how many times this view's thread opened the "file" database:
-    # Django closes a connection older than CONN_MAX_AGE (0: each request's) between messages.
+def _count_opened(alias="file"):
+    """A list that grows each time this thread opens the ``alias`` database."""
+    thread = threading.get_ident()
     opened = []
 
     def on_created(sender, connection, **kwargs):
-        if connection.alias == "file" and threading.get_ident() == thread:
+        if connection.alias == alias and threading.get_ident() == thread:
             opened.append(connection)
 
-    thread = threading.get_ident()
     connection_created.connect(on_created, weak=False)
+    return opened, lambda: connection_created.disconnect(on_created)
+
+
+def _query(alias="file"):
+    with connections[alias].cursor() as cursor:
+        cursor.execute("SELECT 1")
+
+
+@require_websocket
+def database_ticks(request):
+    # A view polling with wait(timeout) and a query per tick, as dashboards do: answers how many
+    # times its thread opened the database over ?ticks= ticks of ?interval= seconds.
+    opened, stop = _count_opened()
     try:
+        ws = request.websocket
+        ticks, interval = int(request.GET.get("ticks", 20)), float(request.GET.get("interval", 0.1))
+        _query()
+        for _ in range(ticks):
+            ws.wait(timeout=interval)
+            _query()
+        ws.send(str(len(opened)))
+        ws.wait()
+    finally:
+        stop()
+
+
+@require_websocket
+def database_idle(request):
+    # Touches the database during the handshake (as request.user through sessions does), then
+    # waits; each message is answered, after a query, with how many times the thread opened it.
+    opened, stop = _count_opened()
+    try:
+        _query()
+        request.websocket.send("ready")
         for _message in request.websocket:
-            with connections["file"].cursor() as cursor:
-                cursor.execute("SELECT 1")
+            _query()
             request.websocket.send(str(len(opened)))
     finally:
-        connection_created.disconnect(on_created)
+        stop()
+
+
+@accept_websocket
+def database_transactions(request):
+    # Under ATOMIC_REQUESTS: a WebSocket view runs outside the request's transaction and its own
+    # atomic() blocks work; a plain request to the same view is inside the transaction.
+    from django.db import transaction
+
+    conn = connections["file"]
+    if not request.is_websocket():
+        return HttpResponse(f"in_atomic_block={conn.in_atomic_block}")
+    with conn.cursor() as cursor:
+        cursor.execute("CREATE TABLE IF NOT EXISTS notes (id INTEGER PRIMARY KEY, text TEXT)")
+    for message in request.websocket:
+        with transaction.atomic(using="file"):
+            with conn.cursor() as cursor:
+                cursor.execute("INSERT INTO notes (text) VALUES (%s)", [message])
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT COUNT(*) FROM notes WHERE text = %s", [message])
+            (count,) = cursor.fetchone()
+        request.websocket.send(json.dumps({"count": count, "in_atomic_block": conn.in_atomic_block}))
 
 
 @accept_websocket

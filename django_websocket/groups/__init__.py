@@ -108,12 +108,16 @@ class GroupsMixin:
         self._group_backend = None
 
     def join(self, group):
-        """Put this socket in ``group`` (accepting the connection first if needed)."""
-        if not self.accepted:
-            self.accept()
+        """Put this socket in ``group``, then accept the connection if it was not yet.
+
+        The membership is in place (with Redis: the subscription too) before the ``101`` goes
+        out, so a client that sees its connection open gets every group message sent after,
+        when the view joins before it first sends or waits.
+        """
         backend = get_backend()
         self._group_backend = backend
         backend.join(group, self)
+        self._ensure_accepted()
 
     def leave(self, group):
         """Take this socket out of ``group``; leaving a group it is not in does nothing."""
