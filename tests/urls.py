@@ -44,3 +44,18 @@ urlpatterns += [
     path("groups/members", group_views.members),
     path("groups/backend", group_views.backend),
 ]
+
+# Slow clients, floods, races and the teardown (tests/test_soundness.py).
+from . import soundness_views  # noqa: E402
+
+urlpatterns += [
+    path("soundness/send-big", soundness_views.send_big),
+    path("soundness/send-forever", soundness_views.send_forever),
+    path("soundness/push-loop", soundness_views.push_loop),
+    path("soundness/racing-senders", soundness_views.racing_senders),
+    path("soundness/join-quietly", soundness_views.join_quietly),
+    path("soundness/closed-by-another-thread", soundness_views.closed_by_another_thread),
+    path("soundness/callback-after-end", soundness_views.callback_after_end),
+    path("soundness/unanswered-pings", soundness_views.unanswered_pings),
+    path("soundness/memory", soundness_views.memory),
+]
