@@ -793,6 +793,18 @@ class WebSocket:
         if self._state is not CLOSED:
             self._end(f"the client did not answer the close frame within {self.close_timeout}s", clean=False)
 
+    def start_close(self, code=CloseCode.NORMAL_CLOSURE, reason=""):
+        """Send the close frame (once) without waiting for the answer; False if already ended.
+
+        Whoever reads the connection next (the view's ``wait``, or :meth:`close`) completes the
+        closing handshake, bounded by ``close_timeout``.
+        """
+        self._ensure_accepted()
+        if self._state is CLOSED:
+            return False
+        self._start_close(code, reason, blocking=True)
+        return True
+
     def _start_close(self, code, reason, blocking):
         """Queue our close frame (once) and write it, or leave it to the writer if not
         ``blocking``; the closing handshake then completes when the peer answers."""
