@@ -239,8 +239,8 @@ class WebSocket:
         self._messages = None
         self._queued_bytes = 0
         # Frames any thread produced (pongs, pings, close frames), written by the next holder of
-        # the write lock, in order, between whole data frames.
-        self._out = []
+        # the write lock, in order, between whole data frames: a list made when one is queued.
+        self._out = None
         make_lock = handover.lock or threading.Lock
         self._write_lock = make_lock()  # also serialises accept()
         self._recv_lock = make_lock()
@@ -466,7 +466,7 @@ class WebSocket:
             # Re-inserted at the end: the dict keeps the order pings were sent in.
             self._pong_waiters.pop(payload, None)
             self._pong_waiters[payload] = waiter
-            self._out.append(serialize_frame(Opcode.PING, payload))
+            self._queue_out(serialize_frame(Opcode.PING, payload))
         self._flush(blocking=True)
         return waiter
 
@@ -475,7 +475,7 @@ class WebSocket:
         with self._state_lock:
             if self._state is not OPEN:
                 return False
-            self._out.append(serialize_frame(Opcode.PING, b"keepalive"))
+            self._queue_out(serialize_frame(Opcode.PING, b"keepalive"))
         self._flush(blocking=False)
         return True
 
@@ -499,9 +499,18 @@ class WebSocket:
             self._end("the client went away", clean=False)
             raise self._closed_error() from None
 
+    def _queue_out(self, frame):
+        # The state lock is held.
+        if self._out is None:
+            self._out = [frame]
+        else:
+            self._out.append(frame)
+
     def _take_out(self):
         with self._state_lock:
-            out, self._out = self._out, []
+            out, self._out = self._out, None
+        if not out:
+            return b""
         return out[0] if len(out) == 1 else b"".join(out)
 
     def _write_out(self):
@@ -548,7 +557,7 @@ class WebSocket:
             return
         if sent < len(data):
             with self._state_lock:
-                self._out.insert(0, bytes(memoryview(data)[sent:]))
+                self._out = [bytes(memoryview(data)[sent:]), *(self._out or ())]
 
     # --- receiving ----------------------------------------------------------------------------
 
@@ -719,7 +728,7 @@ class WebSocket:
             )
             reply = proto.data_to_send(hold_failure_close=hold)
             if reply:
-                self._out.append(reply)
+                self._queue_out(reply)
             for event in events:
                 if type(event) is str or type(event) is bytes:
                     if not self._closing_locally:
@@ -752,7 +761,7 @@ class WebSocket:
         with self._state_lock:
             data = self._proto.data_to_send()
             if data:
-                self._out.append(data)
+                self._queue_out(data)
         self._flush(blocking)
 
     def _check_done(self):
@@ -814,7 +823,7 @@ class WebSocket:
             self._closing_locally = True
             frame = self._proto.send_close(code, reason)
             if frame:
-                self._out.append(frame)
+                self._queue_out(frame)
                 self._close_deadline = time.monotonic() + self.close_timeout
             if self._state is OPEN:
                 self._state = CLOSING
@@ -837,7 +846,7 @@ class WebSocket:
                 proto.fail(ProtocolError(reason, code=code))
                 frame = proto.data_to_send()
                 if frame:
-                    self._out.append(frame)
+                    self._queue_out(frame)
             self._state = CLOSING
         self._flush(blocking=False)
         self._end(f"failed with {code}: {reason}", clean=False)
@@ -870,7 +879,7 @@ class WebSocket:
             callbacks, self._close_callbacks = self._close_callbacks, []
             waiters, self._pong_waiters = self._pong_waiters, {}
             ended = self._ended
-            self._out = []
+            self._out = None
         sock = self._sock
         if sock is not None:
             try:
