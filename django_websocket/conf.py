@@ -19,8 +19,8 @@ DEFAULTS = {
     "WEBSOCKET_COMPRESSION": True,
     # Seconds to wait for the peer's close frame after ours, then for its TCP close.
     "WEBSOCKET_CLOSE_TIMEOUT": 5.0,
-    # Origins allowed to open connections: None checks the Origin's host against ALLOWED_HOSTS;
-    # else a list of origins such as "https://example.com" or "https://*.example.com", or ["*"].
+    # Origins allowed to open connections besides the site's own and CSRF_TRUSTED_ORIGINS: a
+    # list such as ["https://example.com", "https://*.example.com"], or ["*"]; None: no other.
     "WEBSOCKET_ALLOWED_ORIGINS": None,
     # Refuse handshakes without an Origin header (non-browser clients send none).
     "WEBSOCKET_REQUIRE_ORIGIN": False,

@@ -204,17 +204,21 @@ def check_policy(request):
     websocket = request.websocket
     if is_shutting_down():
         raise ServiceUnavailable("The server is shutting down.")
-    reason = check_origin(
+    # The view's allowed_origins option is a list of its own, not the setting's object: the log
+    # line then names the option that would allow a refused origin.
+    from_view = websocket.allowed_origins is not settings.WEBSOCKET_ALLOWED_ORIGINS
+    refusal = check_origin(
+        request,
         websocket.handshake.origin,
-        secure=request.is_secure(),
         allowed_origins=websocket.allowed_origins,
+        allowed_by="the view's allowed_origins" if from_view else "WEBSOCKET_ALLOWED_ORIGINS",
         require_origin=settings.WEBSOCKET_REQUIRE_ORIGIN,
     )
-    if reason is not None:
+    if refusal is not None:
         logger.warning(
-            "Refused WebSocket handshake to %s from origin %r: %s", request.path, websocket.handshake.origin, reason
+            "Refused WebSocket handshake to %s from origin %r: %s", request.path, websocket.handshake.origin, refusal
         )
-        raise ForbiddenHandshake(f"Origin refused: {reason}.")
+        raise ForbiddenHandshake(f"Origin refused: {refusal.reason}.")
     cap = settings.WEBSOCKET_MAX_CONNECTIONS
     # Connections count once accepted, so concurrent handshakes may overshoot the cap slightly.
     open_now = open_connections()

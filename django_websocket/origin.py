@@ -3,23 +3,53 @@
 Browsers send ``Origin`` with every WebSocket handshake, and Django's CSRF protection does not
 cover the handshake (a GET): without this check any web page could open a connection with the
 visitor's cookies (cross-site WebSocket hijacking).
+
+The rule is the one of Django's CSRF Origin check: the handshake's origin must be the request's
+own ``scheme://host[:port]``, or be trusted explicitly (``WEBSOCKET_ALLOWED_ORIGINS`` or the
+view's ``allowed_origins``, and ``CSRF_TRUSTED_ORIGINS``). Origins are compared as RFC 6454
+§5 says: scheme, host and port, all three.
 """
 
 import re
 from urllib.parse import urlsplit
 
 from django.conf import settings as django_settings
-from django.http.request import split_domain_port, validate_host
+from django.http.request import split_domain_port
 
-__all__ = ["check_origin"]
+__all__ = ["check_origin", "Refusal"]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
-# A DNS name or an IPv4 address, or (urlsplit strips the brackets) an IPv6 address.
-_HOST = re.compile(r"[a-z0-9](?:[a-z0-9\-.]*[a-z0-9])?|[0-9a-f:.]*:[0-9a-f:.]*")
+# A DNS name (with the trailing dot of a fully qualified one allowed) or an IPv4 address, or
+# (urlsplit strips the brackets) an IPv6 address.
+_HOST = re.compile(r"[a-z0-9](?:[a-z0-9\-.]*[a-z0-9])?\.?|[0-9a-f:.]*:[0-9a-f:.]*")
+
+
+class Refusal:
+    """Why a handshake's origin is refused (``reason``, safe to tell the client) and what would
+    allow it (``remedy``, naming the setting, for the log)."""
+
+    __slots__ = ("reason", "remedy")
+
+    def __init__(self, reason, remedy):
+        self.reason = reason
+        self.remedy = remedy
+
+    def __str__(self):
+        return f"{self.reason}; {self.remedy}"
+
+
+def _normal_host(host):
+    # "example.com." and "example.com" name the same host: Django strips the dot before
+    # ALLOWED_HOSTS (split_domain_port), and so both sides of every comparison here lose it.
+    return host.removesuffix(".")
 
 
 def _parse(origin):
-    """Return (scheme, host, port) of a serialized origin (RFC 6454 §6.2), or None if malformed."""
+    """Return (scheme, host, port) of a serialized origin (RFC 6454 §6.2), or None if malformed.
+
+    Scheme and host are lower-cased (RFC 6454 §4) and the port is the scheme's default when the
+    origin gives none, so that ``http://example.com:80`` is ``http://example.com``.
+    """
     try:
         parts = urlsplit(origin)
         port = parts.port
@@ -31,61 +61,94 @@ def _parse(origin):
         return None
     if parts.username is not None or parts.password is not None:
         return None
-    return scheme, host, port or _DEFAULT_PORTS[scheme]
+    return scheme, _normal_host(host), port or _DEFAULT_PORTS[scheme]
 
 
-def _allowed_hosts():
-    allowed = list(django_settings.ALLOWED_HOSTS)
-    if django_settings.DEBUG and not allowed:
-        # What Django itself accepts in DEBUG with an empty ALLOWED_HOSTS.
-        allowed = [".localhost", "127.0.0.1", "[::1]"]
-    return allowed
+def _serialize(scheme, host, port):
+    host = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{host}" if port == _DEFAULT_PORTS[scheme] else f"{scheme}://{host}:{port}"
 
 
-def _matches(pattern, scheme, host, port):
-    """Whether an origin matches one ``WEBSOCKET_ALLOWED_ORIGINS`` entry.
+def site_origin(request):
+    """The request's own origin as (scheme, host, port): ``request.is_secure()`` and
+    ``request.get_host()``, so Django's proxy settings apply (``SECURE_PROXY_SSL_HEADER``,
+    ``USE_X_FORWARDED_HOST``), and a Host that is not in ``ALLOWED_HOSTS`` raises Django's
+    ``DisallowedHost`` (a 400), as for any request."""
+    scheme = "https" if request.is_secure() else "http"
+    domain, port = split_domain_port(request.get_host())
+    return scheme, _normal_host(domain.strip("[]")), int(port) if port else _DEFAULT_PORTS[scheme]
+
+
+def _matches(pattern, scheme, host, port, *, with_domain=False):
+    """Whether an origin matches one entry of a list of allowed origins.
 
     Entries are ``"*"``, or origins such as ``"https://example.com"`` (the port defaults to the
-    scheme's) where the host may start with ``*.`` to allow every subdomain.
+    scheme's) where the host may start with ``*.`` to allow every subdomain, and with
+    ``with_domain`` the domain itself as well (what ``CSRF_TRUSTED_ORIGINS`` means by it).
     """
     if pattern == "*":
         return True
-    parsed = _parse(pattern.replace("://*.", "://wildcard."))
+    wildcard = "://*." in pattern
+    parsed = _parse(pattern.replace("://*.", "://wildcard.", 1))
     if parsed is None:
         return False
     p_scheme, p_host, p_port = parsed
     if p_scheme != scheme or p_port != port:
         return False
-    if p_host.startswith("wildcard.") and "://*." in pattern:
-        suffix = p_host[len("wildcard") :]
-        return host.endswith(suffix) and len(host) > len(suffix)
+    if wildcard:
+        domain = p_host[len("wildcard.") :]
+        return host.endswith("." + domain) or (with_domain and host == domain)
     return p_host == host
 
 
-def check_origin(origin, *, secure, allowed_origins=None, require_origin=False):
-    """Return ``None`` if the handshake's ``Origin`` is acceptable, else the reason it is not.
+def check_origin(
+    request, origin, *, allowed_origins=None, allowed_by="WEBSOCKET_ALLOWED_ORIGINS", require_origin=False
+):
+    """Return ``None`` if the handshake's ``Origin`` is acceptable, else a :class:`Refusal`.
 
-    With ``allowed_origins`` (a list of patterns, see :func:`_matches`), the origin must match one.
-    Without, its host must be one of ``ALLOWED_HOSTS`` (with Django's wildcards), and a
-    connection made over TLS only accepts an https origin. A missing Origin (a non-browser client)
-    is accepted unless ``require_origin``.
+    Acceptable: the request's own origin (:func:`site_origin`), one matching ``allowed_origins``
+    (a list of patterns, see :func:`_matches`; ``allowed_by`` names where it comes from, for the
+    log), or one of ``CSRF_TRUSTED_ORIGINS``, matched as Django matches them. A missing Origin
+    (a non-browser client) is accepted unless ``require_origin``.
     """
+    # First, so that a Host outside ALLOWED_HOSTS gets Django's 400 whatever the Origin.
+    site = site_origin(request)
     if origin is None:
-        return "no Origin header (WEBSOCKET_REQUIRE_ORIGIN is on)" if require_origin else None
+        if require_origin:
+            return Refusal("no Origin header", "set WEBSOCKET_REQUIRE_ORIGIN = False to allow handshakes without one")
+        return None
     origin = origin.strip()
-    if allowed_origins is not None and ("*" in allowed_origins or origin in allowed_origins):
+    allowed_origins = allowed_origins or ()
+    if "*" in allowed_origins or origin in allowed_origins:
         return None
     parsed = _parse(origin)
     if parsed is None:
-        return "malformed or opaque origin"
+        # "null" (sandboxed frames, file: pages, some redirects) is shared by every site: it
+        # only passes when listed literally, or with "*".
+        return Refusal("malformed or opaque origin", f"only listing it literally in {allowed_by} allows it")
+    if parsed == site:
+        return None
     scheme, host, port = parsed
-    if allowed_origins is not None:
-        if any(_matches(pattern, scheme, host, port) for pattern in allowed_origins):
-            return None
-        return "origin not in WEBSOCKET_ALLOWED_ORIGINS"
-    if secure and scheme not in ("https", "wss"):
-        return "insecure origin for a secure connection"
-    domain, _ = split_domain_port(host if ":" not in host else f"[{host}]")
-    if not validate_host(domain or host, _allowed_hosts()):
-        return "origin host not in ALLOWED_HOSTS"
-    return None
+    if any(_matches(pattern, scheme, host, port) for pattern in allowed_origins):
+        return None
+    trusted = django_settings.CSRF_TRUSTED_ORIGINS
+    # Django accepts unsafe requests carrying the visitor's cookies from these origins (its CSRF
+    # Origin check); a handshake from them is the same risk, so they are trusted the same way.
+    # (Django has no "*" entry there: its system check wants a scheme in each.)
+    if any(pattern != "*" and _matches(pattern, scheme, host, port, with_domain=True) for pattern in trusted):
+        return None
+    reason = f"not this site's origin ({_serialize(*site)})"
+    if trusted:
+        reason += " nor in CSRF_TRUSTED_ORIGINS"
+    remedy = f"add it to {allowed_by} to allow it"
+    hints = []
+    if host == site[1] and scheme == "https" and site[0] == "http":
+        hints.append("behind a proxy that terminates TLS, set SECURE_PROXY_SSL_HEADER so that Django sees it")
+    forwarded = request.META.get("HTTP_X_FORWARDED_HOST")
+    if forwarded and not django_settings.USE_X_FORWARDED_HOST:
+        forwarded_domain = _normal_host(split_domain_port(forwarded.split(",")[0].strip())[0].strip("[]"))
+        if forwarded_domain == host:
+            hints.append("behind a proxy that sets X-Forwarded-Host, set USE_X_FORWARDED_HOST = True")
+    if hints:
+        remedy += f" ({'; '.join(hints)})"
+    return Refusal(reason, remedy)

@@ -134,21 +134,21 @@ def test_require_websocket_refuses_plain_http_with_400(server):
     assert status == 400
 
 
-def assert_refused(server, path, status):
-    """The handshake to ``path`` is refused with HTTP ``status``.
+def assert_refused(server, path, status, **kwargs):
+    """The handshake to ``path`` (``kwargs`` for the client) is refused with HTTP ``status``.
 
     Except on servers that upgrade before Django runs (gevent-websocket's handler): the ``101`` is
     already sent, so the refusal is a close frame 1008 whose reason is the status line.
     """
     if server.upgrades_before_django:
-        with ws_connect(server, path) as ws:
+        with ws_connect(server, path, **kwargs) as ws:
             with pytest.raises(ConnectionClosed) as info:
                 ws.recv(timeout=TIMEOUT)
         assert info.value.rcvd.code == 1008
         assert info.value.rcvd.reason.split()[0] == str(status)
     else:
         with pytest.raises(InvalidStatus) as info:
-            ws_connect(server, path)
+            ws_connect(server, path, **kwargs)
         assert info.value.response.status_code == status
 
 
@@ -168,6 +168,17 @@ def test_view_can_refuse_with_http_before_upgrade(server):
     assert_refused(server, "/refuse", 403)
     with ws_connect(server, "/refuse?token=secret") as ws:
         assert ws.recv(timeout=TIMEOUT) == "welcome"
+
+
+def test_only_the_sites_own_origin_is_accepted_by_default(server):
+    # The own origin is built from the Host and scheme each server puts in the WSGI environ
+    # (RFC 6455 §10.2; the port is part of the origin, RFC 6454 §5).
+    with ws_connect(server, "/echo", origin=f"http://127.0.0.1:{server.port}") as ws:
+        ws.send("own origin")
+        assert ws.recv(timeout=TIMEOUT) == "own origin"
+    assert_refused(server, "/echo", 403, origin="http://evil.example")
+    assert_refused(server, "/echo", 403, origin=f"http://127.0.0.1:{server.port + 1}")
+    assert_refused(server, "/echo", 403, origin=f"https://127.0.0.1:{server.port}")
 
 
 def test_subprotocol_chosen_by_server_preference(server):

@@ -32,15 +32,164 @@ def srv(thread_server):
 
 
 # --- Origin (RFC 6455 §10.2) -------------------------------------------------------------------
+#
+# The default is Django's CSRF Origin rule: a handshake's Origin must be the request's own
+# scheme://host[:port], or be allowed explicitly. Origins are compared as RFC 6454 §4-5 does:
+# scheme, host and port, the port defaulting to the scheme's.
 
 
-def test_cross_origin_handshake_gets_403_and_a_log_line(srv, caplog):
+def handshake_status(srv, origin=None, host=None, path="/echo", **headers):
+    """The status a raw handshake gets, with ``Origin`` and ``Host`` as given (``Host``: the
+    server's own ``127.0.0.1:port`` by default, as a browser sends it)."""
+    sent = {"Host": host or f"127.0.0.1:{srv.port}", **{k.replace("_", "-"): v for k, v in headers.items()}}
+    if origin is not None:
+        sent["Origin"] = origin
+    with RawClient(srv.host, srv.port) as client:
+        return client.request(path, sent)[0]
+
+
+def refusals(caplog):
+    return [r.getMessage() for r in caplog.records if r.name == "django_websocket" and r.levelno == logging.WARNING]
+
+
+def test_cross_origin_handshake_gets_403_and_a_log_line_naming_the_setting(srv, caplog):
     with caplog.at_level(logging.WARNING, logger="django_websocket"):
         with pytest.raises(InvalidStatus) as info:
             connect(srv.url + "/echo", origin="http://evil.example", open_timeout=TIMEOUT)
     assert info.value.response.status_code == 403
-    assert any("evil.example" in r.getMessage() and "ALLOWED_HOSTS" in r.getMessage() for r in caplog.records)
+    assert refusals(caplog) == [
+        "Refused WebSocket handshake to /echo from origin 'http://evil.example': not this site's origin "
+        f"(http://127.0.0.1:{srv.port}); add it to WEBSOCKET_ALLOWED_ORIGINS to allow it"
+    ]
     assert_still_serving(srv)
+
+
+def test_allowed_hosts_wildcard_does_not_open_cross_origin_handshakes(srv):
+    # ALLOWED_HOSTS = ["*"] (common in containers) says which Host headers Django answers, not
+    # which pages may use the visitor's cookies.
+    with override_settings(ALLOWED_HOSTS=["*"]):
+        assert handshake_status(srv, "http://evil.example") == 403
+        assert handshake_status(srv, "http://evil.example", host="evil.example") == 101  # its own origin
+        assert handshake_status(srv, f"http://127.0.0.1:{srv.port}") == 101
+
+
+def test_same_host_on_another_port_is_another_origin(srv):
+    # RFC 6454 §5: the port is part of the origin; another port may be another application.
+    assert handshake_status(srv, f"http://127.0.0.1:{srv.port + 1}") == 403
+    assert handshake_status(srv, "http://127.0.0.1") == 403
+    assert handshake_status(srv, f"http://localhost:{srv.port}") == 403  # another host, same machine
+
+
+def test_https_origin_on_a_plain_connection_is_refused_with_a_proxy_hint(srv, caplog):
+    with caplog.at_level(logging.WARNING, logger="django_websocket"):
+        assert handshake_status(srv, f"https://127.0.0.1:{srv.port}") == 403
+    [message] = refusals(caplog)
+    assert f"not this site's origin (http://127.0.0.1:{srv.port})" in message
+    assert "SECURE_PROXY_SSL_HEADER" in message
+
+
+def test_own_origin_and_missing_origin_are_accepted(srv):
+    with connect(srv.url + "/echo", origin=f"http://127.0.0.1:{srv.port}", open_timeout=TIMEOUT) as ws:
+        ws.send("same origin")
+        assert ws.recv(timeout=TIMEOUT) == "same origin"
+    assert handshake_status(srv, f"HTTP://127.0.0.1:{srv.port}") == 101  # schemes and hosts ignore case
+    assert handshake_status(srv) == 101  # no Origin header at all
+    # The own origin needs no listing, whatever else is allowed.
+    with override_settings(WEBSOCKET_ALLOWED_ORIGINS=["https://app.example.com"]):
+        assert handshake_status(srv, f"http://127.0.0.1:{srv.port}") == 101
+
+
+@pytest.mark.parametrize(
+    "host, origin, expected",
+    [
+        # An explicit default port is the same origin as none (RFC 6454 §4, step 6).
+        ("example.com", "http://example.com:80", 101),
+        ("example.com:80", "http://example.com", 101),
+        ("example.com", "http://example.com:8080", 403),
+        ("example.com:8080", "http://example.com", 403),
+        ("EXAMPLE.com", "http://example.COM", 101),
+        # A fully qualified name with its trailing dot: Django strips the dot from the Host
+        # before ALLOWED_HOSTS (split_domain_port), and the same is done for both sides here.
+        ("example.com.", "http://example.com", 101),
+        ("example.com", "http://example.com.", 101),
+        ("example.com.:8080", "http://example.com.:8080", 101),
+        ("example.com.", "http://example.com.:8080", 403),
+        ("[::1]:8000", "http://[::1]:8000", 101),
+        ("[::1]:8000", "http://[::1]:8001", 403),
+    ],
+)
+def test_origins_compare_as_rfc_6454_says(srv, host, origin, expected):
+    with override_settings(ALLOWED_HOSTS=["example.com", "[::1]"]):
+        assert handshake_status(srv, origin, host=host) == expected
+
+
+def test_host_not_in_allowed_hosts_gets_djangos_400(srv):
+    # The own origin comes from request.get_host(), which refuses such a Host as for any request.
+    assert handshake_status(srv, "http://evil.example", host="evil.example") == 400
+    assert handshake_status(srv, host="evil.example") == 400
+    assert_still_serving(srv)
+
+
+PROXY = {"USE_X_FORWARDED_HOST": True, "SECURE_PROXY_SSL_HEADER": ("HTTP_X_FORWARDED_PROTO", "https")}
+
+
+@pytest.mark.parametrize("allowed_hosts", [["example.com", "127.0.0.1"], ["*"]])
+def test_behind_a_proxy_the_forwarded_origin_is_the_own_one(srv, allowed_hosts):
+    forwarded = {"X_Forwarded_Host": "example.com", "X_Forwarded_Proto": "https"}
+    with override_settings(ALLOWED_HOSTS=allowed_hosts, **PROXY):
+        assert handshake_status(srv, "https://example.com", **forwarded) == 101
+        # The proxy's view of itself is not the site's origin any more.
+        assert handshake_status(srv, f"http://127.0.0.1:{srv.port}", **forwarded) == 403
+        assert handshake_status(srv, f"https://127.0.0.1:{srv.port}", **forwarded) == 403
+        assert handshake_status(srv, "http://example.com", **forwarded) == 403
+        # A forwarded port is part of the forwarded host.
+        on_8443 = {"X_Forwarded_Host": "example.com:8443", "X_Forwarded_Proto": "https"}
+        assert handshake_status(srv, "https://example.com:8443", **on_8443) == 101
+        assert handshake_status(srv, "https://example.com", **on_8443) == 403
+    # Without the proxy settings, the same headers are whatever a client made up.
+    with override_settings(ALLOWED_HOSTS=allowed_hosts):
+        assert handshake_status(srv, "https://example.com", **forwarded) == 403
+
+
+def test_the_proxy_hint_names_use_x_forwarded_host(srv, caplog):
+    with caplog.at_level(logging.WARNING, logger="django_websocket"):
+        assert handshake_status(srv, "https://example.com", X_Forwarded_Host="example.com") == 403
+    [message] = refusals(caplog)
+    assert "USE_X_FORWARDED_HOST" in message and "WEBSOCKET_ALLOWED_ORIGINS" in message
+
+
+@pytest.mark.parametrize(
+    "origin, expected",
+    [
+        ("https://app.example.com", 101),
+        ("https://APP.example.com:443", 101),
+        ("http://app.example.com", 403),
+        ("https://app.example.com:8443", 403),
+        ("https://other.example.com", 403),
+        # Django's "*." entries: the domain and every subdomain, on that scheme and port.
+        ("https://partner.example", 101),
+        ("https://a.b.partner.example", 101),
+        ("https://evilpartner.example", 403),
+        ("http://a.partner.example", 403),
+        ("https://a.partner.example:8443", 403),
+    ],
+)
+def test_csrf_trusted_origins_are_trusted_as_django_trusts_them(srv, origin, expected):
+    # Django accepts unsafe requests carrying the visitor's cookies from these origins: a
+    # handshake from them is the same risk (docs/topics/security.rst).
+    with override_settings(CSRF_TRUSTED_ORIGINS=["https://app.example.com", "https://*.partner.example"]):
+        assert handshake_status(srv, origin) == expected
+
+
+def test_csrf_trusted_origin_refusal_names_both_settings(srv, caplog):
+    with override_settings(CSRF_TRUSTED_ORIGINS=["https://app.example.com"]):
+        with caplog.at_level(logging.WARNING, logger="django_websocket"):
+            assert handshake_status(srv, "https://evil.example") == 403
+    [message] = refusals(caplog)
+    assert message.endswith(
+        f"not this site's origin (http://127.0.0.1:{srv.port}) nor in CSRF_TRUSTED_ORIGINS; "
+        "add it to WEBSOCKET_ALLOWED_ORIGINS to allow it"
+    )
 
 
 @pytest.mark.parametrize("origin", ["null", "", "garbage", "http://exa mple.com", "http://127.0.0.1/path", "ftp://127.0.0.1"])
@@ -51,29 +200,47 @@ def test_malformed_or_opaque_origins_are_refused_without_crashing(srv, origin):
     assert_still_serving(srv)
 
 
-def test_same_host_origin_and_missing_origin_are_accepted(srv):
-    with connect(srv.url + "/echo", origin=f"http://127.0.0.1:{srv.port}", open_timeout=TIMEOUT) as ws:
-        ws.send("same origin")
-        assert ws.recv(timeout=TIMEOUT) == "same origin"
-    with RawClient(srv.host, srv.port) as client:
-        assert client.request("/echo")[0] == 101  # no Origin header at all
-
-
-def test_missing_origin_refused_when_required(srv):
+def test_missing_origin_refused_when_required(srv, caplog):
     with override_settings(WEBSOCKET_REQUIRE_ORIGIN=True):
-        with RawClient(srv.host, srv.port) as client:
-            assert client.request("/echo")[0] == 403
+        with caplog.at_level(logging.WARNING, logger="django_websocket"):
+            assert handshake_status(srv) == 403
+        assert handshake_status(srv, f"http://127.0.0.1:{srv.port}") == 101
+    [message] = refusals(caplog)
+    assert "WEBSOCKET_REQUIRE_ORIGIN" in message
 
 
-def test_allowed_origins_setting_and_per_view_override(srv):
-    with override_settings(WEBSOCKET_ALLOWED_ORIGINS=["https://*.example.com"]):
-        with RawClient(srv.host, srv.port) as client:
-            assert client.request("/echo", {"Origin": "https://app.example.com"})[0] == 101
-        with RawClient(srv.host, srv.port) as client:
-            assert client.request("/echo", {"Origin": "http://app.example.com"})[0] == 403
+@pytest.mark.parametrize(
+    "origin, expected",
+    [
+        ("https://app.example.com", 101),
+        ("https://APP.Example.com:443", 101),
+        ("https://a.b.example.com", 101),
+        ("https://example.com", 403),  # "*." is for subdomains only
+        ("http://app.example.com", 403),
+        ("https://app.example.com:8443", 403),
+        ("http://localhost:3000", 101),
+        ("http://localhost", 403),
+        ("https://evil.example", 403),
+    ],
+)
+def test_allowed_origins_setting_patterns(srv, origin, expected):
+    with override_settings(WEBSOCKET_ALLOWED_ORIGINS=["https://*.example.com", "http://localhost:3000"]):
+        assert handshake_status(srv, origin) == expected
+
+
+def test_allowed_origins_star_and_per_view_override(srv, caplog):
+    with override_settings(WEBSOCKET_ALLOWED_ORIGINS=["*"]):
+        assert handshake_status(srv, "https://anywhere.example") == 101
     # /public is decorated with allowed_origins=["*"].
-    with RawClient(srv.host, srv.port) as client:
-        assert client.request("/public", {"Origin": "https://anywhere.example"})[0] == 101
+    assert handshake_status(srv, "https://anywhere.example", path="/public") == 101
+    # /partner with allowed_origins=["https://partner.example"], which replaces the setting.
+    with override_settings(WEBSOCKET_ALLOWED_ORIGINS=["https://app.example.com"]):
+        assert handshake_status(srv, "https://partner.example", path="/partner") == 101
+        assert handshake_status(srv, f"http://127.0.0.1:{srv.port}", path="/partner") == 101
+        with caplog.at_level(logging.WARNING, logger="django_websocket"):
+            assert handshake_status(srv, "https://app.example.com", path="/partner") == 403
+    [message] = refusals(caplog)
+    assert message.endswith("add it to the view's allowed_origins to allow it")
 
 
 # --- handshake limits ----------------------------------------------------------------------------

@@ -17,6 +17,7 @@ urlpatterns = [
     path("last-results", views.last_results),
     path("cbv", views.EchoView.as_view()),
     path("public", views.public),
+    path("partner", views.partner),
     path("undecorated-echo", views.undecorated_echo),
     path("plain-no-middleware", views.plain_no_middleware),
     path("same-object", views.same_object),

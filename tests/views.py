@@ -281,6 +281,11 @@ def public(request):
     request.websocket.send("public")
 
 
+@require_websocket(allowed_origins=["https://partner.example"])
+def partner(request):
+    request.websocket.send("partner")
+
+
 @require_websocket
 def server_close_long(request):
     request.websocket.close(4000, "é" * 200)

@@ -13,6 +13,7 @@ import collections
 import logging
 import os
 import threading
+import time
 
 from ..exceptions import ConnectionClosed, WebSocketError
 from ..frames import CloseCode
@@ -90,6 +91,10 @@ class Outbox:
             self._finished = True
             self._queue.clear()
             self._ready.notify()
+        # Let the woken sender end now. When one thread finishes many outboxes in a row (a
+        # shutdown closing every socket from one thread), the senders it woke would otherwise
+        # all wait for the GIL at once and slow that thread down several times over.
+        time.sleep(0)
 
     def __len__(self):
         return len(self._queue)
@@ -120,6 +125,23 @@ class Outbox:
         self._on_done(websocket)
 
 
+class _Members:
+    """The outboxes of one group's members in this process.
+
+    ``outboxes`` is a dict used as an ordered set, so that a join or a leave costs O(1) however
+    large the group; it is only ever changed under the backend's lock. Delivery iterates
+    ``snapshot``, a tuple of the members taken after the latest change, which no thread mutates:
+    a leave only forgets the snapshot (``None``), and the next delivery takes a new one. Taking
+    it is O(members), as the delivery it serves is anyway.
+    """
+
+    __slots__ = ("outboxes", "snapshot")
+
+    def __init__(self):
+        self.outboxes = {}
+        self.snapshot = ()
+
+
 class BaseGroupBackend:
     """Membership of this process's sockets and local delivery; subclasses implement :meth:`send`.
 
@@ -130,9 +152,7 @@ class BaseGroupBackend:
         self.config = config
         self.pid = os.getpid()
         self._lock = threading.Lock()
-        # group -> tuple of outboxes, replaced (never mutated) on join and leave, so that
-        # delivery reads a consistent snapshot without taking the lock.
-        self._groups = {}
+        self._groups = {}  # group -> _Members, while the group has members here
         self._outboxes = {}  # websocket -> Outbox
 
     # --- membership (called through request.websocket.join / leave) -------------------------
@@ -148,7 +168,11 @@ class BaseGroupBackend:
                 self._outboxes[websocket] = outbox
             if group not in outbox.groups:
                 outbox.groups.add(group)
-                self._groups[group] = self._groups.get(group, ()) + (outbox,)
+                members = self._groups.get(group)
+                if members is None:
+                    members = self._groups[group] = _Members()
+                members.outboxes[outbox] = None
+                members.snapshot = None
         if first:
             websocket.add_close_callback(self.discard)
         if websocket.closed:
@@ -177,11 +201,13 @@ class BaseGroupBackend:
         outbox.finish()
 
     def _remove(self, group, outbox):
-        members = tuple(member for member in self._groups.get(group, ()) if member is not outbox)
-        if members:
-            self._groups[group] = members
-        else:
-            self._groups.pop(group, None)
+        members = self._groups.get(group)
+        if members is None:
+            return
+        members.outboxes.pop(outbox, None)
+        members.snapshot = None
+        if not members.outboxes:
+            del self._groups[group]
 
     def groups_of(self, websocket):
         with self._lock:
@@ -190,7 +216,8 @@ class BaseGroupBackend:
 
     def local_members(self, group):
         """How many sockets of this process are in ``group``."""
-        return len(self._groups.get(group, ()))
+        members = self._groups.get(group)
+        return len(members.outboxes) if members is not None else 0
 
     # --- sending ------------------------------------------------------------------------------
 
@@ -202,8 +229,17 @@ class BaseGroupBackend:
 
     def deliver(self, group, message, exclude=frozenset()):
         """Queue ``message`` for this process's members of ``group``; returns how many."""
+        members = self._groups.get(group)
+        if members is None:
+            return 0
+        snapshot = members.snapshot
+        if snapshot is None:
+            with self._lock:
+                snapshot = members.snapshot
+                if snapshot is None:
+                    snapshot = members.snapshot = tuple(members.outboxes)
         count = 0
-        for outbox in self._groups.get(group, ()):
+        for outbox in snapshot:
             if exclude and outbox.websocket.id in exclude:
                 continue
             if outbox.put(message):
