@@ -136,6 +136,7 @@ def test_urls_resolve_against_the_page(page, project):
     errors = page.execute_script(
         """return [
              ["ftp://example.test/", {}],
+             ["http://[not a host/", {}],
              ["/echo", { reconectDelay: 1 }],
              ["/echo", { queueDrop: "middle" }],
            ].map(([url, options]) => {
@@ -143,7 +144,7 @@ def test_urls_resolve_against_the_page(page, project):
              catch (error) { return error.name; }
            });"""
     )
-    assert errors == ["SyntaxError", "TypeError", "TypeError"]
+    assert errors == ["SyntaxError", "SyntaxError", "TypeError", "TypeError"]
     assert page.execute_script("return new DjangoWebSocket('/echo', { autoConnect: false }).state;") == "stopped"
 
 

@@ -61,7 +61,12 @@
   // over https gets wss, which is also the only scheme such a page may open.
   function resolve(url) {
     const base = typeof document !== "undefined" ? document.baseURI : location.href;
-    const resolved = new URL(String(url), base);
+    let resolved;
+    try {
+      resolved = new URL(String(url), base);
+    } catch {
+      throw new SyntaxError(`DjangoWebSocket: not a URL: ${url}`); // as WebSocket says it
+    }
     if (resolved.protocol === "http:") {
       resolved.protocol = "ws:";
     } else if (resolved.protocol === "https:") {
@@ -203,10 +208,9 @@
         this._drop(data, "stopped");
         return false;
       }
-      const limit = this.options.queueLimit;
-      if (limit <= 0) {
-        this._drop(data, "overflow");
-      } else if (this._queue.length < limit) {
+      // Past the limit (0 included), "oldest" makes room by dropping the head of the queue, which
+      // is this very message when the limit is 0; "newest" refuses this message.
+      if (this._queue.length < this.options.queueLimit) {
         this._queue.push(data);
       } else if (this.options.queueDrop === "newest") {
         this._drop(data, "overflow");
