@@ -8,6 +8,7 @@ skips loudly elsewhere, as in tests/test_browser.py.
 """
 
 import json
+import re
 import socket
 import sys
 import time
@@ -411,3 +412,21 @@ def test_offline_gives_the_connection_up_and_online_reconnects_at_once(page):
     # Without "online" the next attempt would be a minute away.
     wait_events(page, "c", "open", count=2, timeout=5)
     wait_until(page, lambda: received(page, "c") == ["typed while offline"], "the queued message")
+
+
+# --- the reference ------------------------------------------------------------------------------------
+
+
+def test_the_reference_documents_every_option_with_its_default_and_every_event(page):
+    reference = (ROOT / "docs" / "reference" / "browser-client.rst").read_text()
+    defaults = page.execute_script(
+        "return Object.fromEntries(Object.entries(DjangoWebSocket.defaults)"
+        ".map(([k, v]) => [k, v === Infinity ? 'Infinity' : JSON.stringify(v)]));"
+    )
+    for name, default in defaults.items():
+        match = re.search(rf"\.\. js:attribute:: options\.{name}\n(.*?)(?=\n\.\. |\Z)", reference, re.S)
+        assert match, f"option {name} is not in the reference"
+        assert f"Default: ``{default}``" in match.group(1), f"option {name}: the default is {default}"
+    for event in page.execute_script("return DjangoWebSocket.EVENTS;"):
+        assert f'``"{event}"``' in reference, f"event {event} is not in the reference"
+    assert json.loads(defaults["stopOn"]) == [[4000, 4999]]
