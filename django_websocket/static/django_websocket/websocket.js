@@ -144,8 +144,8 @@
         // The connection starts now (state "connecting", send() queues), but its first events
         // wait for the end of the page's current script, as a WebSocket's do: a listener added
         // right after "new" hears them.
+        this._attempt(true); // may throw, as new WebSocket() does for bad protocols
         this._listenToNetwork(true);
-        this._attempt(true);
       }
     }
 
