@@ -78,6 +78,8 @@ def chromium():
         "--window-size=1000,800",
     ):
         options.add_argument(flag)
+    # The console's messages, for driver.get_log("browser"): a page must not log errors.
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
     driver.set_page_load_timeout(WAIT)
     try:
@@ -160,13 +162,8 @@ def state(driver):
 
 
 def wait_open(driver, opens=1):
-    """Wait for the page's connection number ``opens`` (pages on livesocket.js count them)."""
+    """Wait for the page's connection number ``opens`` (examples/.../connection.js counts them)."""
     wait_for(driver, lambda d: state(d) == ("open", str(opens)), f"connection number {opens} opening")
-
-
-def wait_echo_open(driver):
-    # The echo page is the tutorial's, self-contained: it shows the state, without a count.
-    wait_for(driver, lambda d: state(d)[0] == "open", "the echo page's connection opening")
 
 
 def texts(driver, selector):
@@ -211,7 +208,7 @@ def test_index_links_the_examples(windows, project):
 
 def test_echo_page_echoes(windows, project):
     windows.get(project.url + "/echo/page")
-    wait_echo_open(windows)
+    wait_open(windows)
     box = windows.find_element("id", "message")
     for text in ("hello from Chromium", "héllo ✓"):
         box.send_keys(text + "\n")
@@ -273,7 +270,9 @@ def test_chat_two_pages_in_one_room_see_each_other(windows, project):
 def test_pages_reconnect_after_a_server_restart(windows, project):
     windows.get(project.url + "/echo/page")
     echo = windows.current_window_handle
-    wait_echo_open(windows)
+    wait_open(windows)
+    windows.find_element("id", "message").send_keys("before the restart\n")
+    wait_for(windows, lambda d: texts(d, "#log li") == ["before the restart"], "the first echo")
     open_window(windows, project.url + "/search/")
     search = windows.current_window_handle
     wait_open(windows)
@@ -283,19 +282,98 @@ def test_pages_reconnect_after_a_server_restart(windows, project):
 
     project.stop()  # SIGTERM: open sockets get a 1001 close frame
     windows.switch_to.window(echo)
-    wait_for(windows, lambda d: state(d)[0] != "open", "the echo page noticing the stop")
+    wait_for(windows, lambda d: state(d)[0] == "reconnecting", "the echo page noticing the stop")
+    # Typed while the server is down: kept by the page, sent once the connection is back.
+    windows.find_element("id", "message").send_keys("while the server is down\n")
+    assert windows.find_element("id", "message").get_attribute("value") == ""
     project.start()
 
     # Backoff: the pages come back by themselves, and work again.
-    wait_echo_open(windows)
+    wait_open(windows, opens=2)
+    assert windows.find_element("id", "state").text == "open (reconnected)"
     windows.find_element("id", "message").send_keys("after the restart\n")
     wait_for(windows, lambda d: texts(d, "#log li")[-1:] == ["after the restart"], "the echo after the restart")
+    # Exactly once: a duplicate would have come back before the last echo.
+    assert texts(windows, "#log li") == ["before the restart", "while the server is down", "after the restart"]
     windows.switch_to.window(search)
     wait_open(windows, opens=2)
     assert windows.find_element("id", "state").text == "open (reconnected)"
     # The page sends its query again on reconnection, and the new server answers it.
     wait_for(windows, lambda d: updates(d) >= answers + 1, "fresh results after the restart")
     assert "gevent" in texts(windows, "#results .title")
+
+
+# Every page of the project, and what a page must do at a desktop's width and at a phone's.
+PAGES = ["/", "/echo/page", "/chat/", "/chat/lobby/", "/chat/login/", "/search/", "/search/add"]
+SCREENS = {"desktop": (1280, 900, False), "phone": (390, 844, True)}
+UNBREAKABLE = "x" * 300  # a message with no place to break a line
+
+
+@contextlib.contextmanager
+def screen(driver, width, height, mobile):
+    """The page's viewport as a screen of that size; ``mobile`` honours <meta name=viewport>."""
+    metrics = {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile}
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+    try:
+        yield
+    finally:
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def layout_problems(driver):
+    """What is wrong with the page's layout, as a list of sentences (empty: nothing)."""
+    return driver.execute_script(
+        """
+        const problems = [];
+        const page = document.documentElement;
+        if (page.scrollWidth > window.innerWidth) {
+          problems.push(`the page is ${page.scrollWidth}px wide in a ${window.innerWidth}px viewport`);
+        }
+        // Each box holds its content: a long message wraps, rather than scrolling its box sideways.
+        for (const element of document.body.querySelectorAll("*:not(input, textarea, select, script)")) {
+          if (element.clientWidth && element.scrollWidth > element.clientWidth + 1) {
+            const name = element.id ? `#${element.id}` : element.tagName.toLowerCase();
+            problems.push(`${name} is ${element.scrollWidth}px wide inside ${element.clientWidth}px`);
+          }
+        }
+        if (!document.querySelector('a[href="/"]')) {
+          problems.push("no link to the index");
+        }
+        const context = document.createElement("canvas").getContext("2d");
+        for (const input of document.querySelectorAll("input[placeholder]")) {
+          const style = getComputedStyle(input);
+          context.font = style.font;
+          const room = input.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+          const needed = context.measureText(input.placeholder).width;
+          if (needed > room) {
+            problems.push(`the placeholder "${input.placeholder}" needs ${needed}px, its box has ${room}px`);
+          }
+        }
+        return problems;
+        """
+    )
+
+
+@pytest.mark.parametrize("screen_name", SCREENS)
+def test_pages_fit_the_screen_link_to_the_index_and_log_no_error(windows, project, screen_name):
+    width, height, mobile = SCREENS[screen_name]
+    windows.get_log("browser")  # what earlier tests logged is theirs
+    with screen(windows, width, height, mobile):
+        for path in PAGES:
+            windows.get(project.url + path)
+            # A phone lays the page out at its own width only when the page asks for it.
+            assert windows.execute_script("return window.innerWidth;") == width, path
+            if windows.find_elements("id", "message"):  # the echo and the chat room: a long message
+                wait_open(windows)
+                windows.find_element("id", "message").send_keys(UNBREAKABLE + "\n")
+                wait_for(windows, lambda d: any(UNBREAKABLE in t for t in texts(d, "#log li")), "the long message")
+            elif path == "/search/":
+                wait_open(windows)
+                windows.find_element("id", "query").send_keys("django")
+                wait_for(windows, lambda d: texts(d, "#results .title"), "the search results")
+            assert layout_problems(windows) == [], f"{path} on a {screen_name}"
+    errors = [entry for entry in windows.get_log("browser") if entry["level"] == "SEVERE"]
+    assert errors == [], errors
 
 
 # --- WebSocketLiveServerTestCase with a browser ------------------------------------------------------

@@ -93,7 +93,7 @@ def test_chat_under_runserver_in_memory(example_env):
     server = ServerProcess("chat-runserver", argv, port, env=example_env, cwd=EXAMPLES)
     try:
         status, page = get(server, "/chat/lobby/")
-        assert status == 200 and "new LiveSocket" in page
+        assert status == 200 and "new DjangoWebSocket(" in page
         alice = enter(server, "lobby")
         bob = enter(server, "lobby")
         assert alice.user.startswith("anonymous-") and bob.user.startswith("anonymous-")
@@ -146,7 +146,7 @@ def test_chat_on_two_gunicorn_gevent_workers_with_redis(example_env, redis_serve
     server = ServerProcess("chat-gunicorn", argv, port, env=env, cwd=EXAMPLES)
     clients = []
     try:
-        assert get(server, "/static/examples/livesocket.js")[0] == 200  # the page's script, too
+        assert get(server, "/static/django_websocket/websocket.js")[0] == 200  # the page's script, too
         # Both workers take connections once both have booted: enter until each holds some.
         deadline = time.monotonic() + 20
         while True:

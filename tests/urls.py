@@ -60,3 +60,14 @@ urlpatterns += [
     path("soundness/unanswered-pings", soundness_views.unanswered_pings),
     path("soundness/memory", soundness_views.memory),
 ]
+
+# The browser client's tests (tests/test_browser_client.py); their views are in tests/client_views.py.
+from . import client_views  # noqa: E402
+
+urlpatterns += [
+    path("static/<path:path>", client_views.static),
+    path("client/page", client_views.page),
+    path("client/module-page", client_views.module_page),
+    path("client/silent", client_views.silent),
+    path("client/close/<int:code>", client_views.close_with),
+]

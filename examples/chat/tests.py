@@ -25,7 +25,7 @@ class ChatTests(TestCase):
         self.assertContains(self.client.get("/chat/"), 'href="/chat/lobby/"')
         self.assertRedirects(self.client.get("/chat/", {"room": "Tea Time"}), "/chat/tea-time/")
         page = self.client.get("/chat/lobby/")
-        self.assertContains(page, "new LiveSocket")
+        self.assertContains(page, "new DjangoWebSocket(")
         self.assertRegex(page.content.decode(), r"you are anonymous-\d{3}")
 
     def test_everyone_in_the_room_gets_every_message_and_the_notices(self):

@@ -8,7 +8,8 @@ from django_websocket.testing import WebSocketClient
 class EchoTests(TestCase):
     def test_page(self):
         response = self.client.get("/echo/page")
-        self.assertContains(response, "new WebSocket(url)")
+        self.assertContains(response, "new DjangoWebSocket(")
+        self.assertContains(response, "/static/django_websocket/websocket.js")
 
     def test_plain_http_to_the_socket_is_refused(self):
         response = self.client.get("/echo")

@@ -59,7 +59,8 @@ DATABASES = {
 }
 
 STATIC_URL = "static/"
-# The pages' shared script (livesocket.js: connection state, reconnection) and style.
+# The pages' shared style, icon and connection-state helper (their WebSocket client,
+# django_websocket/websocket.js, comes from the django_websocket app).
 STATICFILES_DIRS = [BASE_DIR / "exampleproject" / "static"]
 USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
