@@ -525,12 +525,13 @@ class WebSocket:
     def _flush(self, blocking):
         """Write the queued frames. Blocking: wait for the write lock and for the client (the
         thread is the connection's own). Else: only if the lock is free, and only what the
-        socket takes at once; a holder of the lock writes the rest after its own frame."""
+        socket takes at once; a holder of the lock writes the rest after its own frame.
+        Returns False when the lock was busy (its holder writes the frames)."""
         while True:
             if blocking:
                 self._write_lock.acquire()
             elif not self._write_lock.acquire(blocking=False):
-                return
+                return False
             try:
                 if blocking:
                     self._write_out()
@@ -542,7 +543,7 @@ class WebSocket:
             # A frame queued by another thread between our last look and the release, which
             # that thread could not write because we held the lock.
             if not self._out or self._state is CLOSED:
-                return
+                return True
             blocking = False
 
     def _write_now(self):
@@ -833,9 +834,11 @@ class WebSocket:
         self._flush(blocking)
 
     def fail(self, code, reason=""):
-        """Fail the connection (RFC 6455 §7.1.7): send a close frame with ``code`` if the socket
-        takes it at once, and end the connection without waiting for the peer's answer. Never
-        blocks; a view blocked in ``wait()`` or ``send()`` wakes up (``None``, or
+        """Fail the connection (RFC 6455 §7.1.7): send a close frame with ``code`` and end the
+        connection without waiting for the peer's answer. Never blocks: when another thread is
+        writing, it writes the close frame after its own and ends the connection (its own
+        send timeout bounds that); when the socket takes nothing at once, the connection ends
+        without the frame. A view blocked in ``wait()`` or ``send()`` wakes up (``None``, or
         :exc:`~django_websocket.exceptions.ConnectionClosed`)."""
         with self._state_lock:
             if self._state is not OPEN and self._state is not CLOSING:
@@ -848,8 +851,10 @@ class WebSocket:
                 if frame:
                     self._queue_out(frame)
             self._state = CLOSING
-        self._flush(blocking=False)
-        self._end(f"failed with {code}: {reason}", clean=False)
+            self.end_reason = f"failed with {code}: {reason}"
+        if self._flush(blocking=False):
+            # The close frame is out (and the connection ended), or the socket took nothing.
+            self._end(self.end_reason, clean=False)
 
     def _wait_ended(self, timeout):
         with self._state_lock:
@@ -869,7 +874,7 @@ class WebSocket:
             if self._state is CLOSED or self._state is CONNECTING:
                 return
             self._state = CLOSED
-            self.end_reason = reason
+            self.end_reason = self.end_reason or reason
             self._clean_end = clean
             proto = self._proto
             if proto is not None and (proto.close_code is None or not clean):

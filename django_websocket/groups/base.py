@@ -45,8 +45,7 @@ class Outbox:
     """The group messages waiting to go out on one socket, and the thread that sends them.
 
     ``put`` never blocks: past ``limit`` queued messages the socket is deemed too slow, the
-    queue is dropped and the connection failed with 1008 (by another thread, since failing it
-    may wait on a send in progress, bounded by the socket's send timeout).
+    queue is dropped and the connection failed with 1008 (``fail`` never waits for the socket).
     """
 
     def __init__(self, websocket, limit, on_done):
@@ -80,9 +79,7 @@ class Outbox:
             self.limit,
         )
         self._on_done(self.websocket)
-        threading.Thread(
-            target=self._fail, args=("too slow for group messages",), name="websocket-group-closer", daemon=True
-        ).start()
+        self._fail("too slow for group messages")
         return False
 
     def finish(self):
