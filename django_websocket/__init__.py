@@ -1,6 +1,6 @@
 """django-websocket: WebSocket (RFC 6455) for ordinary, synchronous Django views."""
 
-__version__ = "1.0.0.dev0"
+__version__ = "1.0.0a1.dev0"
 
 __all__ = ["accept_websocket", "require_websocket", "WebSocketMiddleware", "__version__"]
 
