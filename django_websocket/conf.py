@@ -42,6 +42,9 @@ DEFAULTS = {
     # Seconds a view may stay blocked in wait() before the database connections its thread
     # holds are closed (None: they stay, as CONN_MAX_AGE decides between requests).
     "WEBSOCKET_DATABASE_IDLE_TIMEOUT": 1.0,
+    # On an ASGI server (django_websocket.asgi): regular (def) WebSocket views running at once,
+    # each in a thread of its own; past this many, handshakes are refused with 503.
+    "WEBSOCKET_ASGI_THREADS": 500,
     # Ping after this many seconds without receiving anything (None: no keepalive) ...
     "WEBSOCKET_PING_INTERVAL": 20.0,
     # ... and fail the connection with 1011 when nothing arrives this many seconds after the ping.

@@ -1,12 +1,11 @@
 """The ``require_websocket`` and ``accept_websocket`` view decorators."""
 
 import functools
-import inspect
 
-from django.core.exceptions import ImproperlyConfigured
+from asgiref.sync import iscoroutinefunction
 from django.core.handlers.base import BaseHandler
 
-from .handler import VIEW_OPTIONS, error_response, prepare, serve
+from .handler import VIEW_OPTIONS, error_response, prepare, serve, serve_async
 
 __all__ = ["accept_websocket", "require_websocket"]
 
@@ -31,24 +30,34 @@ def _decorator(view, options, *, required):
         raise TypeError(f"unknown WebSocket view option(s): {', '.join(sorted(unknown))}")
 
     def decorate(view):
-        if inspect.iscoroutinefunction(view) or inspect.iscoroutinefunction(getattr(view, "func", None)):
-            raise ImproperlyConfigured(
-                f"{view.__qualname__} is an async view: django_websocket's API is blocking; "
-                "decorate a regular (def) view."
-            )
+        if iscoroutinefunction(view):
+            # An async view: on an ASGI server (django_websocket.asgi) request.websocket is an
+            # AsyncWebSocket; on a WSGI server the handshake is refused with a log line.
+            @functools.wraps(view)
+            async def wrapper(request, *args, **kwargs):
+                error = prepare(request, options)
+                if error is not None:
+                    return error
+                if request.websocket is None:
+                    if required:
+                        return error_response(400, "This view accepts only WebSocket connections.")
+                    return await view(request, *args, **kwargs)
+                return await serve_async(request, view, args, kwargs)
 
-        @functools.wraps(view)
-        def wrapper(request, *args, **kwargs):
-            error = prepare(request, options)
-            if error is not None:
-                return error
-            if request.websocket is None:
-                if required:
-                    return error_response(400, "This view accepts only WebSocket connections.")
-                # A plain request is a request like any other: in ATOMIC_REQUESTS' transaction,
-                # unless the view itself is non_atomic_requests.
-                return _make_view_atomic(view)(request, *args, **kwargs)
-            return serve(request, view, args, kwargs)
+        else:
+
+            @functools.wraps(view)
+            def wrapper(request, *args, **kwargs):
+                error = prepare(request, options)
+                if error is not None:
+                    return error
+                if request.websocket is None:
+                    if required:
+                        return error_response(400, "This view accepts only WebSocket connections.")
+                    # A plain request is a request like any other: in ATOMIC_REQUESTS'
+                    # transaction, unless the view itself is non_atomic_requests.
+                    return _make_view_atomic(view)(request, *args, **kwargs)
+                return serve(request, view, args, kwargs)
 
         # Read by WebSocketMiddleware.process_view, as csrf_exempt's flag is read by CSRF's. The
         # first two are the 2010 names, which views could also set by hand.

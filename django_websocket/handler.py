@@ -1,6 +1,7 @@
 """How a Django request becomes a WebSocket and how its view is run (shared by the decorators
 and the middleware, so that each request is set up once and finished once)."""
 
+import asyncio
 import logging
 import threading
 
@@ -9,9 +10,10 @@ from django.db.backends.signals import connection_created
 from django.http import HttpResponse
 
 from .conf import settings
+from .events import ASGIWebSocket, AsyncWebSocket
 from .exceptions import ConnectionClosed, ForbiddenHandshake, HandshakeError, ServiceUnavailable
 from .frames import CloseCode
-from .groups import GroupsMixin
+from .groups import AsyncGroupsMixin, GroupsMixin
 from .handshake import is_websocket_request, read_request
 from .origin import check_origin
 from .websocket import ENVIRON_KEY, WebSocket, is_shutting_down, open_connections
@@ -83,11 +85,11 @@ def release_connections():
         conn.close()
 
 
-class DjangoWebSocket(GroupsMixin, WebSocket):
-    """``request.websocket``: the connection, with what a long-lived Django view needs
-    (``join`` and ``leave`` of groups come from :class:`~django_websocket.groups.GroupsMixin`)."""
+class _DjangoRules:
+    """What a long-lived Django view needs of its blocking connection: the database rules
+    between messages and while idle (see :func:`refresh_connections`), the Origin option."""
 
-    __slots__ = ("id", "_group_backend", "allowed_origins", "_database_opened")
+    __slots__ = ()
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -118,6 +120,33 @@ class DjangoWebSocket(GroupsMixin, WebSocket):
         if self._database_opened:
             refresh_connections()
         return message
+
+
+class DjangoWebSocket(_DjangoRules, GroupsMixin, WebSocket):
+    """``request.websocket`` on the WSGI servers: the connection, with what a long-lived Django
+    view needs (``join`` and ``leave`` of groups come from
+    :class:`~django_websocket.groups.GroupsMixin`)."""
+
+    __slots__ = ("id", "_group_backend", "allowed_origins", "_database_opened")
+
+
+class DjangoASGIWebSocket(_DjangoRules, GroupsMixin, ASGIWebSocket):
+    """``request.websocket`` of a regular view on an ASGI server: the same API as
+    :class:`DjangoWebSocket`, over the server's events."""
+
+    __slots__ = ("id", "_group_backend", "allowed_origins", "_database_opened")
+
+
+class DjangoAsyncWebSocket(AsyncGroupsMixin, AsyncWebSocket):
+    """``request.websocket`` of an ``async def`` view on an ASGI server (``await ws.join()``
+    and ``await ws.leave()`` for groups). Its database queries go through Django's async
+    interfaces, which manage their connections themselves."""
+
+    __slots__ = ("id", "_group_backend", "allowed_origins")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.allowed_origins = None
 
 
 class _State:
@@ -161,6 +190,11 @@ def prepare(request, options=None):
 
 
 def _open(request, environ):
+    handover = environ.get(ENVIRON_KEY)
+    if getattr(handover, "transport", None) == "events":
+        # An ASGI server validated the handshake and frames the connection itself.
+        cls = DjangoAsyncWebSocket if handover.asynchronous else DjangoASGIWebSocket
+        return _create(request, cls, handover.handshake, handover)
     try:
         handshake = read_request(
             environ, max_header_size=settings.WEBSOCKET_MAX_HEADER_SIZE, max_headers=settings.WEBSOCKET_MAX_HEADERS
@@ -168,7 +202,6 @@ def _open(request, environ):
     except HandshakeError as exc:
         logger.warning("Bad WebSocket handshake for %s: %s", request.path, exc)
         return handshake_error_response(exc)
-    handover = environ.get(ENVIRON_KEY)
     if handover is None:
         logger.error(
             "WebSocket request to %s on a server that cannot upgrade connections: run "
@@ -176,7 +209,11 @@ def _open(request, environ):
             request.path,
         )
         return error_response(501, "This server cannot upgrade connections to WebSocket.")
-    request.websocket = DjangoWebSocket(
+    return _create(request, DjangoWebSocket, handshake, handover)
+
+
+def _create(request, cls, handshake, handover):
+    request.websocket = cls(
         handshake,
         handover,
         max_message_size=settings.WEBSOCKET_MAX_MESSAGE_SIZE,
@@ -285,4 +322,57 @@ def _serve(request, websocket, view, args, kwargs):
             return response
         websocket.accept()
     websocket.close()
+    return UpgradeResponse()
+
+
+async def serve_async(request, view, args, kwargs):
+    """:func:`serve` for an ``async def`` view: on an ASGI server (``django_websocket.asgi``),
+    where ``request.websocket`` is an :class:`~django_websocket.events.AsyncWebSocket`. On a
+    WSGI server the handshake is refused (501) with a log line that names the fix."""
+    websocket = request.websocket
+    if not isinstance(websocket, AsyncWebSocket):
+        logger.error(
+            "WebSocket request to %s refused: %s is an async view, which needs an ASGI server. Serve the "
+            "project with django_websocket.asgi.get_asgi_application() (uvicorn, daphne, hypercorn, Granian, "
+            "gunicorn -k asgi), or make the view a regular def view.",
+            request.path,
+            getattr(view, "__qualname__", view),
+        )
+        websocket._reject()
+        return error_response(501, "This WebSocket view needs an ASGI server.")
+    try:
+        return await _serve_async(request, websocket, view, args, kwargs)
+    finally:
+        if not websocket.accepted:
+            websocket._reject()
+
+
+async def _serve_async(request, websocket, view, args, kwargs):
+    try:
+        check_policy(request)
+        response = await view(request, *args, **kwargs)
+    except HandshakeError as exc:
+        if websocket.accepted:
+            await websocket.close(CloseCode.POLICY_VIOLATION, str(exc))
+            return UpgradeResponse()
+        return handshake_error_response(exc)
+    except ConnectionClosed:
+        if not websocket.accepted:
+            raise
+        logger.debug("WebSocket client of %s went away", request.path)
+        response = None
+    except asyncio.CancelledError:
+        # The server is stopping this connection's task.
+        if websocket.accepted:
+            websocket.fail(CloseCode.GOING_AWAY, "server shutting down")
+        raise
+    except BaseException:
+        if websocket.accepted:
+            await websocket.close(CloseCode.INTERNAL_ERROR)
+        raise
+    if not websocket.accepted:
+        if response is not None:
+            return response
+        await websocket.accept()
+    await websocket.close()
     return UpgradeResponse()

@@ -1,10 +1,11 @@
 """``WebSocketMiddleware``: ``request.websocket`` and ``request.is_websocket()`` on every request."""
 
-import inspect
 import logging
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+
 from .conf import settings
-from .handler import error_response, prepare, serve
+from .handler import error_response, prepare, serve, serve_async
 
 logger = logging.getLogger("django_websocket")
 
@@ -19,28 +20,75 @@ class WebSocketMiddleware:
     runs the view on the WebSocket itself (put it last in ``MIDDLEWARE``, since the
     ``process_view`` of middleware after it is then skipped). A plain HTTP request to a view with
     ``require_websocket = True`` gets 400.
+
+    It works in both of Django's modes: synchronous (WSGI servers, and regular views on ASGI
+    servers) and asynchronous (``async def`` views on ASGI servers).
     """
+
+    sync_capable = True
+    async_capable = True
 
     def __init__(self, get_response):
         self.get_response = get_response
+        self.asynchronous = iscoroutinefunction(get_response)
+        if self.asynchronous:
+            markcoroutinefunction(self)
+            # Django adapts process_view to the mode by its kind: a coroutine here.
+            self.process_view = self._process_view_async
 
     def __call__(self, request):
+        if self.asynchronous:
+            return self.__acall__(request)
         prepare(request)
         return self.get_response(request)
 
-    def process_view(self, request, view_func, view_args, view_kwargs):
+    async def __acall__(self, request):
+        prepare(request)
+        return await self.get_response(request)
+
+    def _check(self, request, view_func):
+        """The answer to give instead of the view, or None to serve it on the WebSocket, or
+        False when the view itself (its decorator, or plain HTTP) takes it from here."""
         if getattr(view_func, "websocket_decorated", False):
-            return None  # the view's decorator serves both kinds of request
+            return False  # the view's decorator serves both kinds of request
         if not request.is_websocket():
             if getattr(view_func, "require_websocket", False):
                 return error_response(400, "This view accepts only WebSocket connections.")
-            return None
+            return False
         if not (getattr(view_func, "accept_websocket", False) or settings.WEBSOCKET_ACCEPT_ALL):
             return error_response(400, "This view does not accept WebSocket connections.")
-        if inspect.iscoroutinefunction(view_func):
-            logger.error("WebSocket request to %s refused: %s is an async view", request.path, view_func.__qualname__)
-            return error_response(400, "This view cannot serve WebSocket connections.")
-        error = prepare(request)
-        if error is not None:
-            return error
+        return prepare(request)
+
+    def process_view(self, request, view_func, view_args, view_kwargs):
+        answer = self._check(request, view_func)
+        if answer is not None:
+            return answer or None
+        if iscoroutinefunction(view_func):
+            return serve_async_refused(request, view_func)
         return serve(request, view_func, view_args, view_kwargs)
+
+    async def _process_view_async(self, request, view_func, view_args, view_kwargs):
+        answer = self._check(request, view_func)
+        if answer is not None:
+            return answer or None
+        if not iscoroutinefunction(view_func):
+            logger.error(
+                "WebSocket request to %s refused: %s is a regular view reached through Django's "
+                "asynchronous path; decorate it with @accept_websocket so that it runs in a thread of its own.",
+                request.path,
+                view_func.__qualname__,
+            )
+            request.websocket._reject()
+            return error_response(500, "This view cannot serve WebSocket connections here.")
+        return await serve_async(request, view_func, view_args, view_kwargs)
+
+
+def serve_async_refused(request, view_func):
+    logger.error(
+        "WebSocket request to %s refused: %s is an async view, which needs an ASGI server. Serve the "
+        "project with django_websocket.asgi.get_asgi_application(), or make the view a regular def view.",
+        request.path,
+        view_func.__qualname__,
+    )
+    request.websocket._reject()
+    return error_response(501, "This WebSocket view needs an ASGI server.")

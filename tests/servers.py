@@ -140,3 +140,12 @@ SERVERS = {
     "gunicorn-gthread": gunicorn_gthread,
     "gunicorn-geventwebsocket": gunicorn_geventwebsocket,
 }
+
+
+def uvicorn(env=None):
+    port = free_port()
+    argv = [sys.executable, "-m", "uvicorn", "tests.asgi:application", "--host", "127.0.0.1", "--port", str(port)]
+    return ServerProcess("uvicorn", argv, port, env)
+
+
+SERVERS["uvicorn"] = uvicorn

@@ -1,11 +1,12 @@
 """Django integration: middleware on and off, settings, checks, decorators' edge cases."""
 
+import inspect
+import logging
 import subprocess
 import sys
 import textwrap
 
 import pytest
-from django.core.exceptions import ImproperlyConfigured
 from django.core.handlers.wsgi import WSGIHandler
 from django.test import override_settings
 from django.utils.decorators import method_decorator
@@ -69,12 +70,21 @@ def test_2010_view_attributes_set_by_hand(thread_server):
         assert status == 400
 
 
-def test_async_view_under_accept_all_is_refused_cleanly(thread_server):
+def test_async_view_on_a_wsgi_server_is_refused_with_the_fix_in_the_log(thread_server, caplog):
+    # Under WEBSOCKET_ACCEPT_ALL (the middleware) and decorated: 501, and the log line says what
+    # to do. The module defining the view imports fine on any server.
     server = thread_server()
-    with override_settings(WEBSOCKET_ACCEPT_ALL=True):
+    with caplog.at_level(logging.ERROR, logger="django_websocket"):
+        with override_settings(WEBSOCKET_ACCEPT_ALL=True):
+            with pytest.raises(InvalidStatus) as info:
+                connect(server.url + "/async-view", open_timeout=TIMEOUT)
+            assert info.value.response.status_code == 501
         with pytest.raises(InvalidStatus) as info:
-            connect(server.url + "/async-view", open_timeout=TIMEOUT)
-        assert info.value.response.status_code == 400
+            connect(server.url + "/async/echo", open_timeout=TIMEOUT)
+        assert info.value.response.status_code == 501
+    messages = [r.getMessage() for r in caplog.records if r.name == "django_websocket"]
+    assert len(messages) == 2, messages
+    assert all("needs an ASGI server" in m and "django_websocket.asgi.get_asgi_application()" in m for m in messages)
 
 
 def test_view_raising_a_handshake_error_gets_its_status(thread_server):
@@ -90,18 +100,17 @@ def test_decorator_and_middleware_set_up_once(thread_server):
     assert echo_once(server, "/same-object") == "ping?"
 
 
-def test_async_view_is_refused_at_import_time():
-    with pytest.raises(ImproperlyConfigured, match="async"):
+def test_async_views_can_be_decorated():
+    @require_websocket
+    async def view(request):
+        pass
 
-        @require_websocket
-        async def view(request):
-            pass
+    @accept_websocket(max_message_size=10)
+    async def other(request):
+        pass
 
-    with pytest.raises(ImproperlyConfigured):
-
-        @accept_websocket(max_message_size=10)
-        async def other(request):
-            pass
+    assert inspect.iscoroutinefunction(view) and inspect.iscoroutinefunction(other)
+    assert view.require_websocket and not other.require_websocket
 
 
 def test_unknown_decorator_option_is_a_clear_error():

@@ -4,6 +4,7 @@ from . import views
 
 urlpatterns = [
     path("echo", views.echo),
+    path("async/echo", views.async_echo),
     path("accept", views.accept),
     path("plain", views.plain),
     path("subprotocol", views.subprotocol),

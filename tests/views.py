@@ -365,3 +365,9 @@ def finished_probe(request):
     _PROBE.name = request.GET["name"]
     for message in request.websocket:
         request.websocket.send(message)
+
+
+@require_websocket
+async def async_echo(request):
+    async for message in request.websocket:
+        await request.websocket.send(message)

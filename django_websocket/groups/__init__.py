@@ -26,7 +26,15 @@ from ..conf import DEFAULTS, settings
 from ..websocket import WebSocket
 from .base import BackendUnavailable, validate_group
 
-__all__ = ["send", "send_json", "get_backend", "GroupsMixin", "GroupWebSocket", "BackendUnavailable"]
+__all__ = [
+    "send",
+    "send_json",
+    "get_backend",
+    "GroupsMixin",
+    "AsyncGroupsMixin",
+    "GroupWebSocket",
+    "BackendUnavailable",
+]
 
 _backend = None
 _backend_lock = threading.Lock()
@@ -130,6 +138,27 @@ class GroupsMixin:
         if self._group_backend is None:
             return frozenset()
         return self._group_backend.groups_of(self)
+
+
+class AsyncGroupsMixin(GroupsMixin):
+    """:class:`GroupsMixin` for an :class:`~django_websocket.events.AsyncWebSocket`: ``join``
+    and ``leave`` are coroutines (joining may wait for the backend: Redis subscribes first)."""
+
+    __slots__ = ()
+
+    async def join(self, group):
+        """Put this socket in ``group``, then accept the connection if it was not yet."""
+        import asyncio
+
+        backend = get_backend()
+        self._group_backend = backend
+        await asyncio.get_running_loop().run_in_executor(None, backend.join, group, self)
+        await self._ensure_accepted()
+
+    async def leave(self, group):
+        """Take this socket out of ``group``; leaving a group it is not in does nothing."""
+        if self._group_backend is not None:
+            self._group_backend.leave(group, self)
 
 
 class GroupWebSocket(GroupsMixin, WebSocket):

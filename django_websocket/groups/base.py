@@ -104,6 +104,8 @@ class Outbox:
 
     def _run(self):
         websocket = self.websocket
+        # The thread-safe send of an async connection (whose send() is a coroutine).
+        send = getattr(websocket, "_send_threadsafe", None) or websocket.send
         while True:
             with self._ready:
                 while not self._queue and not self._finished:
@@ -112,7 +114,7 @@ class Outbox:
                     return
                 message = self._queue.popleft()
             try:
-                websocket.send(message)
+                send(message)
             except ConnectionClosed:
                 break
             except Exception:

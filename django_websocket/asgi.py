@@ -1,0 +1,238 @@
+"""The ASGI entry point: the project's views, WebSocket ones included, on any ASGI server.
+
+In ``asgi.py``, where Django's ``get_asgi_application`` was::
+
+    from django_websocket.asgi import get_asgi_application
+
+    application = get_asgi_application()
+
+HTTP requests go to Django's own ASGI handler, exactly as before. A ``websocket`` scope becomes a
+Django request (``GET``, the scope's path, query string and headers) that goes through the
+URLconf, the middleware and the view's decorators like any other request, so ``request.user``,
+sessions, the Origin policy, ``@require_websocket``/``@accept_websocket`` and
+:class:`~django_websocket.middleware.WebSocketMiddleware` behave as on the WSGI servers:
+
+* a regular (``def``) view runs, with the whole request, in a thread of its own (at most
+  :setting:`WEBSOCKET_ASGI_THREADS` at once; above, the handshake is refused with 503), never
+  in asgiref's one shared thread, so that one slow view stalls no other; its
+  ``request.websocket`` is an :class:`~django_websocket.events.ASGIWebSocket`;
+* an ``async def`` view runs on the event loop, through Django's asynchronous request path;
+  its ``request.websocket`` is an :class:`~django_websocket.events.AsyncWebSocket`.
+
+A view's refusal before it accepts (an HTTP response) reaches the client with its status and body
+where the server offers the ``websocket.http.response`` extension, and as the server's 403
+elsewhere. On the ``lifespan`` shutdown event, every WebSocket still open gets a close 1001.
+"""
+
+import asyncio
+import concurrent.futures
+import io
+import logging
+import threading
+
+from asgiref.sync import iscoroutinefunction, sync_to_async
+from django.core import signals
+from django.core.handlers.asgi import ASGIHandler as DjangoASGIHandler
+from django.core.handlers.asgi import ASGIRequest, get_script_prefix
+from django.core.handlers.base import BaseHandler
+from django.urls import Resolver404, get_resolver, set_script_prefix
+
+from .events import EventHandover
+from .handshake import Request
+from .websocket import ENVIRON_KEY, close_all
+
+__all__ = ["get_asgi_application", "WebSocketASGIHandler"]
+
+logger = logging.getLogger("django_websocket")
+
+
+def get_asgi_application():
+    """Set Django up and return the ASGI application of the project: Django's for HTTP, and
+    WebSocket requests served by the project's views (see the module's docstring)."""
+    import django
+
+    django.setup(set_prefix=False)
+    return WebSocketASGIHandler()
+
+
+class _SyncHandler(BaseHandler):
+    """Django's request handling with its middleware in synchronous mode, as under WSGI: for
+    the threads that run regular WebSocket views."""
+
+    def __init__(self):
+        super().__init__()
+        self.load_middleware(is_async=False)
+
+
+async def _send_signal(signal, **kwargs):
+    if hasattr(signal, "asend"):  # Django >= 5.0
+        await signal.asend(sender=WebSocketASGIHandler, **kwargs)
+    else:
+        await sync_to_async(signal.send)(sender=WebSocketASGIHandler, **kwargs)
+
+
+def _header(scope, name):
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+class WebSocketASGIHandler:
+    """The ASGI application of :func:`get_asgi_application`."""
+
+    def __init__(self):
+        self.http = DjangoASGIHandler()
+        self._sync = _SyncHandler()
+        self._threads = None
+        self._threads_lock = threading.Lock()
+        self._busy_threads = 0  # regular views running now (changed on the loop only)
+
+    async def __call__(self, scope, receive, send):
+        kind = scope["type"]
+        if kind == "websocket":
+            await self.websocket(scope, receive, send)
+        elif kind == "lifespan":
+            await self.lifespan(scope, receive, send)
+        else:
+            await self.http(scope, receive, send)
+
+    async def lifespan(self, scope, receive, send):
+        while True:
+            event = await receive()
+            if event["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif event["type"] == "lifespan.shutdown":
+                # Servers that close connections after this event let us say goodbye with 1001.
+                await asyncio.get_running_loop().run_in_executor(None, close_all)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # --- websocket scopes -------------------------------------------------------------------
+
+    def _executor(self):
+        from .conf import settings
+
+        with self._threads_lock:
+            if self._threads is None:
+                self._threads = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=settings.WEBSOCKET_ASGI_THREADS, thread_name_prefix="websocket-view"
+                )
+        return self._threads
+
+    async def websocket(self, scope, receive, send):
+        event = await receive()
+        if event["type"] != "websocket.connect":
+            return  # the client left before the handshake was handed to us
+        loop = asyncio.get_running_loop()
+        handshake = Request(
+            "",
+            list(scope.get("subprotocols") or ()),
+            [],  # extensions are negotiated by the server
+            _header(scope, b"origin"),
+            _header(scope, b"host") or "",
+            scope.get("path", ""),
+        )
+        extensions = scope.get("extensions") or {}
+        handover = EventHandover(loop, receive, send, handshake, http_response="websocket.http.response" in extensions)
+        http_scope = dict(scope, type="http", method="GET", scheme="https" if scope.get("scheme") == "wss" else "http")
+        set_script_prefix(get_script_prefix(http_scope))
+        request = ASGIRequest(http_scope, io.BytesIO())
+        request.META[ENVIRON_KEY] = handover
+        handover.asynchronous = self._resolves_to_async_view(request)
+        if handover.asynchronous:
+            await self._serve_async(scope, request, handover)
+        else:
+            await self._serve_sync(scope, request, handover)
+
+    def _resolves_to_async_view(self, request):
+        # The request goes one way or the other before any middleware runs: the project's URLconf
+        # decides (a middleware that changes request.urlconf does not change this choice).
+        try:
+            match = get_resolver().resolve(request.path_info)
+        except Resolver404:
+            return False
+        return iscoroutinefunction(match.func)
+
+    async def _serve_sync(self, scope, request, handover):
+        from .conf import settings
+
+        if self._busy_threads >= settings.WEBSOCKET_ASGI_THREADS:
+            logger.warning(
+                "Refused WebSocket handshake to %s: %d views run already (WEBSOCKET_ASGI_THREADS)",
+                request.path,
+                self._busy_threads,
+            )
+            from .handler import error_response
+
+            await self._refuse(error_response(503, "Too many WebSocket connections; try again later."), handover)
+            return
+        self._busy_threads += 1
+        try:
+            websocket = await asyncio.get_running_loop().run_in_executor(
+                self._executor(), self._run_sync, scope, request, handover
+            )
+        finally:
+            self._busy_threads -= 1
+        if websocket is not None:
+            await websocket._finish()
+
+    def _run_sync(self, scope, request, handover):
+        # The view's own thread: the whole request, as a WSGI server's thread runs it.
+        loop = handover.loop
+        signals.request_started.send(sender=WebSocketASGIHandler, scope=scope)
+        response = None
+        try:
+            response = self._sync.get_response(request)
+            if not handover.taken:
+                # A refusal: the loop sends it, then the response is finished here, in this
+                # thread (request_finished closes the database connections it opened).
+                asyncio.run_coroutine_threadsafe(self._refuse(response, handover), loop).result(timeout=30)
+        finally:
+            if response is not None:
+                response.close()
+            else:
+                signals.request_finished.send(sender=WebSocketASGIHandler)
+        return getattr(request, "websocket", None)
+
+    async def _serve_async(self, scope, request, handover):
+        await _send_signal(signals.request_started, scope=scope)
+        response = None
+        try:
+            response = await self.http.get_response_async(request)
+            if not handover.taken:
+                await self._refuse(response, handover)
+        finally:
+            if response is not None:
+                await sync_to_async(response.close)()
+            else:
+                await _send_signal(signals.request_finished)
+        websocket = getattr(request, "websocket", None)
+        if websocket is not None:
+            await websocket._finish()
+
+    async def _refuse(self, response, handover):
+        """Answer the handshake with ``response``: as HTTP where the server can, else close."""
+        send = handover.send
+        if handover.http_response:
+            headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in response.items()]
+            for cookie in response.cookies.values():
+                headers.append((b"set-cookie", cookie.output(header="").strip().encode("latin-1")))
+            if response.streaming:
+                body = b"".join([bytes(chunk) async for chunk in _iterate(response.streaming_content)])
+            else:
+                body = response.content
+            await send({"type": "websocket.http.response.start", "status": response.status_code, "headers": headers})
+            await send({"type": "websocket.http.response.body", "body": body})
+        else:
+            # ASGI: a close before the accept is answered with 403 by the server.
+            await send({"type": "websocket.close", "code": 1008})
+
+
+async def _iterate(content):
+    if hasattr(content, "__aiter__"):
+        async for chunk in content:
+            yield chunk
+    else:
+        for chunk in content:
+            yield chunk

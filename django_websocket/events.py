@@ -1,0 +1,723 @@
+"""``request.websocket`` over ASGI events: the same connection API where an ASGI server frames.
+
+On an ASGI server (uvicorn, daphne, hypercorn, Granian, gunicorn's asgi worker) the server reads
+and writes the WebSocket frames, and the application exchanges events with it:
+``websocket.connect``, ``websocket.accept``, ``websocket.receive``, ``websocket.send``,
+``websocket.close``, ``websocket.disconnect``. This module turns those events into the API of
+:class:`~django_websocket.websocket.WebSocket`:
+
+* :class:`ASGIWebSocket`, for a regular (``def``) view running in a thread of its own: blocking
+  ``wait()``, ``send()``, ``close()``, iteration, exactly as on a WSGI server;
+* :class:`AsyncWebSocket`, for an ``async def`` view running on the server's event loop:
+  ``await ws.wait()``, ``await ws.send()``, ``await ws.close()``, ``async for``; ``read()``,
+  ``has_messages()`` and ``count_messages()`` stay plain calls, since they never wait.
+
+Both keep the life of the connection in the same :class:`~django_websocket.websocket.ConnectionState`
+machine and end through one final step, :meth:`_EventWebSocket._end`, run once.
+
+The event loop owns two tasks per connection, started on accept: the *reader* awaits
+``receive()`` and queues messages (bounded: past ``max_queue`` messages or ``max_queue_bytes``
+it stops calling ``receive()``, so the server's own buffers fill and TCP holds the client back),
+and the *writer* sends what any thread queued, in order. A thread that sends only appends to the
+outgoing queue and wakes the writer if it sleeps: one wake-up per burst, not per message, and
+no thread or ``sync_to_async`` per message. Keepalive pings and the close handshake are the
+server's: the ASGI interface has no ping.
+
+This module never imports Django.
+"""
+
+import asyncio
+import collections
+import logging
+import threading
+import time
+
+from .exceptions import ConnectionClosed, InvalidState
+from .frames import CloseCode
+from .protocol import DEFAULT_MAX_MESSAGE_SIZE
+from .websocket import CLOSED, CLOSING, CONNECTING, DEFAULT_MAX_QUEUE, DEFAULT_MAX_QUEUE_BYTES, OPEN, _open, _open_lock
+
+__all__ = ["ASGIWebSocket", "AsyncWebSocket", "EventHandover"]
+
+logger = logging.getLogger("django_websocket")
+
+#: Bytes (characters of text) queued for the writer above which a sending thread waits.
+_SEND_HIGH_WATER = 2**16
+
+
+class EventHandover:
+    """What an ASGI adapter lends a connection: the event loop, the ``receive`` and ``send``
+    callables of the scope, and the validated handshake (the server checked the handshake
+    itself; ``handshake`` is a :class:`~django_websocket.handshake.Request` built from the
+    scope). ``taken`` becomes true when the application accepts the connection; until then,
+    the adapter answers a refusal (an HTTP response) itself."""
+
+    transport = "events"
+
+    def __init__(self, loop, receive, send, handshake, *, http_response=False):
+        self.loop = loop
+        self.receive = receive
+        self.send = send
+        self.handshake = handshake
+        #: Whether the server offers the ``websocket.http.response`` extension.
+        self.http_response = http_response
+        self.accepted = False
+        self.taken = False
+
+
+class _EventWebSocket:
+    """What :class:`ASGIWebSocket` and :class:`AsyncWebSocket` share: the state, the queues, the
+    event loop's reader and writer, and the final step."""
+
+    __slots__ = (
+        "handshake", "_handover", "_loop", "max_message_size", "server_subprotocols", "close_timeout",
+        "send_timeout", "ping_interval", "ping_timeout", "max_queue", "max_queue_bytes", "compression",
+        "max_frame_size", "_subprotocol", "_state", "close_code", "close_reason", "end_reason", "_lock",
+        "_messages", "_queued_bytes", "_readable", "_outgoing", "_outgoing_bytes", "_sent", "_writable",
+        "_writer_awake", "_kick", "_resume", "_reader_paused", "_tasks", "_read_waiter", "_drain_waiter",
+        "_close_callbacks", "_closed_event", "idle_timeout", "_on_idle", "last_received", "__dict__",
+        "__weakref__",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        request,
+        handover,
+        *,
+        max_message_size=DEFAULT_MAX_MESSAGE_SIZE,
+        max_frame_size=None,
+        subprotocols=(),
+        compression=True,
+        close_timeout=5.0,
+        send_timeout=None,
+        ping_interval=None,
+        ping_timeout=None,
+        max_queue=DEFAULT_MAX_QUEUE,
+        max_queue_bytes=DEFAULT_MAX_QUEUE_BYTES,
+        headers=(),
+    ):
+        self.handshake = request
+        self._handover = handover
+        self._loop = handover.loop
+        self.max_message_size = max_message_size
+        # Framing, compression and keepalive are the server's: kept for the same attributes.
+        self.max_frame_size = max_frame_size
+        self.compression = compression
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.server_subprotocols = tuple(subprotocols)
+        self.close_timeout = close_timeout
+        self.send_timeout = send_timeout
+        self.max_queue = max_queue
+        self.max_queue_bytes = max_queue_bytes
+        self._subprotocol = None
+        self._state = CONNECTING
+        #: The close code once known: the peer's, ours, or 1006 when the connection was lost.
+        self.close_code = None
+        self.close_reason = ""
+        self.end_reason = None
+        self._lock = threading.Lock()
+        self._messages = collections.deque()
+        self._queued_bytes = 0
+        self._readable = threading.Condition(self._lock)  # a message arrived, or the end
+        self._outgoing = collections.deque()  # ASGI events for the writer, in order
+        self._outgoing_bytes = 0
+        self._sent = 0  # events the writer sent: "progress" for a waiting sender
+        self._writable = threading.Condition(self._lock)
+        self._writer_awake = False
+        self._kick = None  # asyncio.Event of the writer, made on the loop
+        self._resume = None  # asyncio.Event the paused reader waits on
+        self._reader_paused = False
+        self._tasks = ()
+        self._read_waiter = None  # an asyncio.Future an async wait() awaits
+        self._drain_waiter = None
+        self._close_callbacks = []
+        self._closed_event = None
+        self.idle_timeout = 1.0
+        self._on_idle = None
+        self.last_received = None
+
+    # --- state --------------------------------------------------------------------------------
+
+    @property
+    def state(self):
+        """The :class:`~django_websocket.websocket.ConnectionState` of the connection."""
+        return self._state
+
+    @property
+    def accepted(self):
+        return self._state is not CONNECTING and self._handover.taken
+
+    @property
+    def closed(self):
+        """True once a close was sent or received, or the connection was lost."""
+        return self._state is CLOSING or self._state is CLOSED
+
+    def is_closed(self):
+        return self.closed
+
+    @property
+    def subprotocols(self):
+        """The subprotocols the client offered, in its order of preference."""
+        return list(self.handshake.subprotocols)
+
+    @property
+    def protocol(self):
+        """The subprotocol of the connection, or None (before accept: the one to be chosen)."""
+        return self._subprotocol if self.accepted else self.choose_subprotocol()
+
+    def choose_subprotocol(self):
+        """The first of the server's subprotocols (in the server's order) that the client offered."""
+        offered = self.handshake.subprotocols
+        for candidate in self.server_subprotocols:
+            if candidate in offered:
+                return candidate
+        return None
+
+    @property
+    def reading_paused(self):
+        """Whether the reader stopped taking events because the queue of unread messages is full."""
+        return self._reader_paused
+
+    def _closed_error(self):
+        if not self._handover.taken:
+            return InvalidState("the WebSocket was refused before it opened")
+        return ConnectionClosed(self.close_code, self.close_reason)
+
+    def add_close_callback(self, callback):
+        """Call ``callback(websocket)`` once the connection has ended, from whichever thread
+        ended it; at once, in this thread, if it already has."""
+        with self._lock:
+            if self._state is not CLOSED:
+                self._close_callbacks.append(callback)
+                return
+        self._run_callbacks([callback])
+
+    def ping(self, payload=None):
+        """Not available: the ASGI interface has no ping. The server's keepalive pings (see
+        its deployment guide for its setting)."""
+        raise InvalidState("an ASGI application cannot send pings: the ASGI server's keepalive pings")
+
+    # --- reading (any thread) -------------------------------------------------------------------
+
+    def _pop_locked(self):
+        message = self._messages.popleft()
+        self._queued_bytes -= len(message)
+        if self._reader_paused and len(self._messages) <= self.max_queue // 2:
+            self._reader_paused = False
+            self._loop.call_soon_threadsafe(self._resume.set)
+        return message
+
+    def read(self, fallback=None):
+        """Return the next message if one is already there, else ``fallback``; never blocks."""
+        self._require_accepted()
+        with self._lock:
+            if self._messages:
+                return self._pop_locked()
+        return fallback
+
+    def has_messages(self):
+        """Whether a message is ready to be read; never blocks."""
+        self._require_accepted()
+        return bool(self._messages)
+
+    def count_messages(self):
+        """How many messages are ready to be read; never blocks."""
+        self._require_accepted()
+        return len(self._messages)
+
+    def _require_accepted(self):
+        pass  # accepting needs the loop: the subclasses' entry points do it
+
+    # --- the event loop's side ------------------------------------------------------------------
+
+    def _accept_event(self, subprotocol):
+        # Shared by both accept()s; the lock is held. The accept goes first in the outgoing
+        # queue, before any message, whichever thread sends next.
+        if self._state is not CONNECTING:
+            raise InvalidState("the WebSocket was already accepted")
+        if subprotocol is None:
+            subprotocol = self.choose_subprotocol()
+        elif subprotocol not in self.handshake.subprotocols:
+            raise ValueError(f"the client did not offer the subprotocol {subprotocol!r}")
+        self._subprotocol = subprotocol
+        self._handover.taken = True
+        self._state = OPEN
+        self.last_received = time.monotonic()
+        event = {"type": "websocket.accept"}
+        if subprotocol is not None:
+            event["subprotocol"] = subprotocol
+        self._outgoing.append(event)
+        with _open_lock:
+            _open.add(self)
+
+    def _start(self):
+        # On the loop, once accepted: the reader and the writer.
+        self._kick = asyncio.Event()
+        self._resume = asyncio.Event()
+        self._tasks = (self._loop.create_task(self._reader()), self._loop.create_task(self._writer()))
+        self._kick.set()
+
+    def _wake_writer_locked(self, from_loop):
+        # The lock is held. One wake-up per burst: the writer drains everything queued.
+        if not self._writer_awake and self._kick is not None:
+            self._writer_awake = True
+            if from_loop:
+                self._kick.set()
+            else:
+                self._loop.call_soon_threadsafe(self._kick.set)
+
+    async def _reader(self):
+        receive = self._handover.receive
+        limit = self.max_message_size
+        try:
+            while self._state is not CLOSED:
+                if self._reader_paused:
+                    self._resume.clear()
+                    if self._reader_paused:
+                        await self._resume.wait()
+                    continue
+                event = await receive()
+                kind = event["type"]
+                if kind == "websocket.receive":
+                    message = event.get("text")
+                    if message is None:
+                        message = event.get("bytes") or b""
+                    self.last_received = time.monotonic()
+                    if limit is not None and len(message) > limit:
+                        # Whatever the server's own limit, ours holds (RFC 6455 §7.4.1: 1009).
+                        logger.info("WebSocket %s failed with 1009: message over %d bytes", self.handshake.path, limit)
+                        self._close_soon(CloseCode.MESSAGE_TOO_BIG, f"message over {limit} bytes", from_loop=True)
+                        continue
+                    self._deliver(message)
+                elif kind == "websocket.disconnect":
+                    code = event.get("code", CloseCode.ABNORMAL_CLOSURE)
+                    clean = code != CloseCode.ABNORMAL_CLOSURE
+                    self._end("closed" if clean else "the client went away", code, event.get("reason") or "")
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the server's receive() failed: the connection is gone
+            self._end(f"receive() failed: {exc!r}", CloseCode.ABNORMAL_CLOSURE, "")
+
+    def _deliver(self, message):
+        # On the loop: queue a received message and wake whoever waits for one.
+        with self._lock:
+            if self._state is not OPEN:
+                return  # after our close: dropped, as on the other servers
+            self._messages.append(message)
+            self._queued_bytes += len(message)
+            if len(self._messages) >= self.max_queue or self._queued_bytes >= self.max_queue_bytes:
+                self._reader_paused = True
+            self._readable.notify()
+            waiter = self._read_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _writer(self):
+        send = self._handover.send
+        try:
+            while True:
+                await self._kick.wait()
+                self._kick.clear()
+                while True:
+                    with self._lock:
+                        if not self._outgoing:
+                            self._writer_awake = False
+                            break
+                        event = self._outgoing.popleft()
+                    await send(event)
+                    size = len(event.get("text") or event.get("bytes") or b"")
+                    with self._lock:
+                        self._outgoing_bytes -= size
+                        self._sent += 1
+                        self._writable.notify_all()
+                        waiter = self._drain_waiter
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(None)
+                    if event["type"] == "websocket.close":
+                        # The server completes the closing handshake: the connection is over.
+                        self._end("closed", event.get("code", CloseCode.NORMAL_CLOSURE), event.get("reason", ""))
+                        return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the client is gone (each server raises its own error)
+            self._end(f"send() failed: {exc!r}", CloseCode.ABNORMAL_CLOSURE, "")
+
+    def _queue_send_locked(self, message):
+        # The lock is held. Returns the event queued.
+        if isinstance(message, str):
+            event = {"type": "websocket.send", "text": message}
+        else:
+            event = {"type": "websocket.send", "bytes": bytes(message)}
+        self._outgoing.append(event)
+        self._outgoing_bytes += len(message)
+        return event
+
+    def _close_soon(self, code, reason, *, from_loop):
+        """Queue our close (once): the writer sends it after what is queued, then the
+        connection ends. False if the connection had ended or was closing."""
+        with self._lock:
+            if self._state is not OPEN:
+                return False
+            self._state = CLOSING
+            if self.close_code is None:
+                self.close_code, self.close_reason = code, reason
+            # The view asked to close: messages not yet read are dropped.
+            self._messages.clear()
+            self._queued_bytes = 0
+            reason_bytes = reason.encode("utf-8")
+            if len(reason_bytes) > 123:  # RFC 6455 §5.5: a control frame carries 125 bytes
+                reason = reason_bytes[:123].decode("utf-8", "ignore")
+            self._outgoing.append({"type": "websocket.close", "code": int(code), "reason": reason})
+            self._wake_writer_locked(from_loop)
+        return True
+
+    def _end(self, reason, code=CloseCode.ABNORMAL_CLOSURE, close_reason="", *, clean=None):
+        """The final step, once, in whichever thread saw the end first. (``clean`` is accepted
+        for :func:`~django_websocket.websocket.close_all`: the server owns the TCP side.)"""
+        with self._lock:
+            if self._state is CLOSED:
+                return
+            self._state = CLOSED
+            self.end_reason = reason
+            if self.close_code is None or code == CloseCode.ABNORMAL_CLOSURE:
+                self.close_code, self.close_reason = code, close_reason
+            # Messages received before the end stay readable, as on the other servers.
+            self._outgoing.clear()
+            self._outgoing_bytes = 0
+            callbacks, self._close_callbacks = self._close_callbacks, []
+            self._readable.notify_all()
+            self._writable.notify_all()
+            read_waiter, drain_waiter, closed_event = self._read_waiter, self._drain_waiter, self._closed_event
+        with _open_lock:
+            _open.discard(self)
+        for waiter in (read_waiter, drain_waiter):
+            if waiter is not None:
+                self._loop.call_soon_threadsafe(_set_done, waiter)
+        if closed_event is not None:
+            closed_event.set()
+        if reason != "closed":
+            logger.info("WebSocket %s ended: %s", self.handshake.path, reason)
+        self._run_callbacks(callbacks)
+
+    # What close_all() (django_websocket.websocket) calls on every open connection.
+    def _start_close(self, code, reason, blocking):
+        self._close_soon(code, reason, from_loop=_running_loop() is self._loop)
+
+    def _pull(self, blocking, accept=False):
+        pass  # the reader task reads all the time
+
+    def _run_callbacks(self, callbacks):
+        for callback in callbacks:
+            try:
+                callback(self)
+            except Exception:
+                logger.exception("Error in a close callback of %r", self)
+
+    def _wait_closed(self, timeout):
+        with self._lock:
+            if self._state is CLOSED:
+                return True
+            if self._closed_event is None:
+                self._closed_event = threading.Event()
+            event = self._closed_event
+        return event.wait(timeout)
+
+    async def _finish(self):
+        """On the loop, once the view is over: end the connection and stop the tasks. Bounded:
+        a server whose ``send()`` is stuck on a dead client does not hold the scope forever."""
+        if self._state is CONNECTING:
+            self._state = CLOSED
+            self._run_callbacks(self._close_callbacks)
+            self._close_callbacks = []
+            return
+        self._close_soon(CloseCode.NORMAL_CLOSURE, "", from_loop=True)
+        if self._tasks:
+            writer = self._tasks[1]
+            try:
+                await asyncio.wait_for(asyncio.shield(writer), self.close_timeout)
+            except (asyncio.TimeoutError, Exception):
+                pass
+        if self._state is not CLOSED:
+            self._end(f"the close did not go out within {self.close_timeout}s", CloseCode.ABNORMAL_CLOSURE, "")
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self.handshake.path!r} {self._state.value}>"
+
+
+def _set_done(future):
+    if not future.done():
+        future.set_result(None)
+
+
+class ASGIWebSocket(_EventWebSocket):
+    """``request.websocket`` of a regular (``def``) view on an ASGI server: the blocking API of
+    :class:`~django_websocket.websocket.WebSocket`, called from the view's own thread (or any
+    other thread), never from the event loop."""
+
+    __slots__ = ()
+
+    def accept(self, subprotocol=None):
+        """Send the ``websocket.accept`` event (the server answers ``101``); see
+        :meth:`django_websocket.websocket.WebSocket.accept`."""
+        with self._lock:
+            self._accept_event(subprotocol)
+        self._loop.call_soon_threadsafe(self._start)
+
+    def _ensure_accepted(self):
+        if self._state is CONNECTING:
+            with self._lock:
+                if self._state is not CONNECTING:
+                    return
+                self._accept_event(None)
+            self._loop.call_soon_threadsafe(self._start)
+
+    _require_accepted = _ensure_accepted
+
+    def send(self, message):
+        """Send a message: ``str`` as text, bytes-like as binary, anything else as ``str()``.
+
+        Returns once the message is queued for the server; waits while more than 64 KiB are
+        queued, at most :setting:`WEBSOCKET_SEND_TIMEOUT` without progress. Raises
+        :exc:`~django_websocket.exceptions.ConnectionClosed` once the connection closed.
+        """
+        if self._state is CONNECTING:
+            self._ensure_accepted()
+        if not isinstance(message, (str, bytes, bytearray, memoryview)):
+            message = str(message)
+        with self._lock:
+            if self._state is not OPEN:
+                raise self._closed_error()
+            self._queue_send_locked(message)
+            self._wake_writer_locked(False)
+            if self._outgoing_bytes > _SEND_HIGH_WATER:
+                self._wait_drained_locked()
+
+    _send_threadsafe = send
+
+    def _wait_drained_locked(self):
+        # The lock is held: wait for the writer, as long as it makes progress.
+        timeout = self.send_timeout
+        while self._outgoing_bytes > _SEND_HIGH_WATER and self._state is OPEN:
+            sent = self._sent
+            self._writable.wait(timeout)
+            if self._sent == sent and self._state is OPEN and self._outgoing_bytes > _SEND_HIGH_WATER:
+                self._lock.release()
+                try:
+                    self._end(
+                        f"the client took nothing for {timeout}s (WEBSOCKET_SEND_TIMEOUT)",
+                        CloseCode.ABNORMAL_CLOSURE,
+                        "",
+                    )
+                finally:
+                    self._lock.acquire()
+        if self._state is CLOSED and self.end_reason != "closed":
+            raise self._closed_error()
+
+    def wait(self, timeout=None):
+        """Return the next message, blocking until one arrives; None once the connection is
+        closed, or when ``timeout`` (seconds) expires first (check :attr:`closed`)."""
+        if self._state is CONNECTING:
+            self._ensure_accepted()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while True:
+                if self._messages:
+                    return self._pop_locked()
+                if self._state is not OPEN:
+                    return None
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return None
+                on_idle = self._on_idle
+                if on_idle is not None and (remaining is None or remaining > self.idle_timeout):
+                    if not self._readable.wait(self.idle_timeout) and not self._messages and self._state is OPEN:
+                        # Nothing for idle_timeout seconds: the view is idle, tell its owner.
+                        self._on_idle = None
+                        self._lock.release()
+                        try:
+                            on_idle()
+                        finally:
+                            self._lock.acquire()
+                    continue
+                self._readable.wait(remaining)
+
+    def __iter__(self):
+        """Yield messages until the connection closes."""
+        while True:
+            message = self.wait()
+            if message is None:
+                return
+            yield message
+
+    def close(self, code=CloseCode.NORMAL_CLOSURE, reason=""):
+        """Close the connection (once) with ``code`` and ``reason``, and wait (at most
+        ``close_timeout``) until the server has it."""
+        self._ensure_accepted()
+        self._close_soon(code, reason, from_loop=False)
+        if not self._wait_closed(self.close_timeout):
+            self._end(f"the close did not go out within {self.close_timeout}s", CloseCode.ABNORMAL_CLOSURE, "")
+
+    def start_close(self, code=CloseCode.NORMAL_CLOSURE, reason=""):
+        """Queue the close without waiting; False if the connection was over or closing."""
+        self._ensure_accepted()
+        return self._close_soon(code, reason, from_loop=False)
+
+    def fail(self, code, reason=""):
+        """Close with ``code`` at once, never blocking (the close goes after what is queued)."""
+        if self._state is OPEN:
+            logger.info("WebSocket %s failed with %s: %s", self.handshake.path, code, reason)
+            self._close_soon(code, reason, from_loop=False)
+
+    def _reject(self):
+        with self._lock:
+            if self._state is not CONNECTING:
+                return
+            self._state = CLOSED
+            self.end_reason = "refused before the opening handshake"
+            callbacks, self._close_callbacks = self._close_callbacks, []
+        self._run_callbacks(callbacks)
+
+    def _release(self):
+        # The view returned; the adapter's _finish() ends the connection on the loop.
+        if self._state is OPEN:
+            self.close()
+
+
+class AsyncWebSocket(_EventWebSocket):
+    """``request.websocket`` of an ``async def`` view on an ASGI server: the methods that wait
+    are coroutines (``await ws.wait()``, ``await ws.send(m)``, ``await ws.close()``,
+    ``await ws.accept()``, ``async for message in ws``); ``read()``, ``has_messages()`` and
+    ``count_messages()`` are plain calls, since they never wait. Called on the event loop."""
+
+    __slots__ = ()
+
+    async def accept(self, subprotocol=None):
+        """Send the ``websocket.accept`` event (the server answers ``101``)."""
+        with self._lock:
+            self._accept_event(subprotocol)
+        self._start()
+
+    async def _ensure_accepted(self):
+        if self._state is CONNECTING:
+            await self.accept()
+
+    def _require_accepted(self):
+        if self._state is CONNECTING:
+            raise InvalidState("await ws.accept() (or wait, send) first: accepting sends an event")
+
+    async def send(self, message):
+        """Send a message: ``str`` as text, bytes-like as binary, anything else as ``str()``;
+        waits while more than 64 KiB are queued for the server."""
+        if self._state is CONNECTING:
+            await self.accept()
+        if not isinstance(message, (str, bytes, bytearray, memoryview)):
+            message = str(message)
+        with self._lock:
+            if self._state is not OPEN:
+                raise self._closed_error()
+            self._queue_send_locked(message)
+            self._wake_writer_locked(True)
+            full = self._outgoing_bytes > _SEND_HIGH_WATER
+        if full:
+            await self._drained()
+
+    async def _drained(self):
+        timeout = self.send_timeout
+        while self._outgoing_bytes > _SEND_HIGH_WATER and self._state is OPEN:
+            sent = self._sent
+            self._drain_waiter = waiter = self._loop.create_future()
+            try:
+                await asyncio.wait_for(waiter, timeout)
+            except asyncio.TimeoutError:
+                if self._sent == sent:
+                    reason = f"the client took nothing for {timeout}s (WEBSOCKET_SEND_TIMEOUT)"
+                    self._end(reason, CloseCode.ABNORMAL_CLOSURE, "")
+            finally:
+                self._drain_waiter = None
+        if self._state is CLOSED and self.end_reason != "closed":
+            raise self._closed_error()
+
+    def _send_threadsafe(self, message):
+        # For other threads (group delivery): queue and wake the writer; never waits long.
+        with self._lock:
+            if self._state is not OPEN:
+                raise self._closed_error()
+            self._queue_send_locked(message)
+            self._wake_writer_locked(False)
+
+    async def wait(self, timeout=None):
+        """Return the next message; None once the connection is closed, or when ``timeout``
+        (seconds) expires first (check :attr:`closed`)."""
+        if self._state is CONNECTING:
+            await self.accept()
+        deadline = None if timeout is None else self._loop.time() + timeout
+        while True:
+            with self._lock:
+                if self._messages:
+                    return self._pop_locked()
+                if self._state is not OPEN:
+                    return None
+            remaining = None if deadline is None else deadline - self._loop.time()
+            if remaining is not None and remaining <= 0:
+                return None
+            self._read_waiter = waiter = self._loop.create_future()
+            try:
+                if self._messages or self._state is not OPEN:
+                    continue
+                await asyncio.wait_for(waiter, remaining)
+            except asyncio.TimeoutError:
+                return None
+            finally:
+                self._read_waiter = None
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        message = await self.wait()
+        if message is None:
+            raise StopAsyncIteration
+        return message
+
+    async def close(self, code=CloseCode.NORMAL_CLOSURE, reason=""):
+        """Close the connection (once) with ``code`` and ``reason``; returns once the server has
+        the close (at most ``close_timeout``)."""
+        await self._ensure_accepted()
+        self._close_soon(code, reason, from_loop=True)
+        if self._tasks and self._state is not CLOSED:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._tasks[1]), self.close_timeout)
+            except (asyncio.TimeoutError, Exception):
+                pass
+        if self._state is not CLOSED:
+            self._end(f"the close did not go out within {self.close_timeout}s", CloseCode.ABNORMAL_CLOSURE, "")
+
+    def fail(self, code, reason=""):
+        """Close with ``code`` at once (from any thread), never waiting."""
+        if self._state is OPEN:
+            logger.info("WebSocket %s failed with %s: %s", self.handshake.path, code, reason)
+            in_loop = _running_loop() is self._loop
+            self._close_soon(code, reason, from_loop=in_loop)
+
+    def _reject(self):
+        if self._state is CONNECTING:
+            self._state = CLOSED
+            self.end_reason = "refused before the opening handshake"
+            callbacks, self._close_callbacks = self._close_callbacks, []
+            self._run_callbacks(callbacks)
+
+
+def _running_loop():
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
