@@ -203,13 +203,17 @@ class WebSocketASGIHandler:
             if not handover.taken:
                 await self._refuse(response, handover)
         finally:
-            if response is not None:
-                await sync_to_async(response.close)()
-            else:
-                await _send_signal(signals.request_finished)
+            await self._finish_response(response)
         websocket = getattr(request, "websocket", None)
         if websocket is not None:
             await websocket._finish()
+
+    async def _finish_response(self, response):
+        # request_finished, as Django's ASGI handler sends it: from a thread for sync code.
+        if response is not None:
+            await sync_to_async(response.close)()
+        else:
+            await _send_signal(signals.request_finished)
 
     async def _refuse(self, response, handover):
         """Answer the handshake with ``response``: as HTTP where the server can, else close."""

@@ -192,31 +192,16 @@ class WebSocketClient:
         self._handover = Handover(lambda: (view_sock, b""))
         environ[ENVIRON_KEY] = self._handover
 
-        # The handler is built here, not in __init__, so that override_settings(MIDDLEWARE=...)
-        # inside a test applies, as it does to the test Client.
-        handler = WSGIHandler()
         shared = _connections_to_share()
-        for conn in shared:
-            conn.inc_thread_sharing()
-        self._thread = threading.Thread(
-            target=self._serve,
-            args=(handler, environ, view_sock, shared),
-            name=f"WebSocketClient {path}",
-            daemon=True,
-        )
-        if shared:
-
-            def take_shared(sender, environ=None, **kwargs):
-                if environ is self._environ:
-                    for conn in shared:
-                        connections[conn.alias] = conn
-
-            request_started.connect(take_shared, dispatch_uid=self._dispatch_uid, weak=False)
-        self._environ = environ
-        got_request_exception.connect(self._store_exception, dispatch_uid=self._dispatch_uid, weak=False)
-        self._thread.start()
+        if _resolves_to_async_view(environ["PATH_INFO"]):
+            # An async view: served as an ASGI server serves it (django_websocket.asgi), the
+            # frames of the connection done in process by _ASGIConnection.
+            self._start_asgi(environ, view_sock, key, shared)
+        else:
+            self._start_wsgi(environ, view_sock, shared)
 
         head = self._read_response_head(deadline, timeout)
+
         if head is None:
             # The view returned without taking the connection: a refusal (or a crash).
             self._sock.close()
@@ -235,6 +220,42 @@ class WebSocketClient:
         self.accepted = True
         self.subprotocol = response_headers.get("sec-websocket-protocol")
         return True, self.subprotocol
+
+    def _start_wsgi(self, environ, view_sock, shared):
+        # The handler is built here, not in __init__, so that override_settings(MIDDLEWARE=...)
+        # inside a test applies, as it does to the test Client.
+        handler = WSGIHandler()
+        self._share(shared, lambda environ=None, **kwargs: environ is self._environ)
+        self._environ = environ
+        self._thread = threading.Thread(
+            target=self._serve,
+            args=(handler, environ, view_sock, shared),
+            name=f"WebSocketClient {self.path}",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def _start_asgi(self, environ, view_sock, key, shared):
+        scope = _scope_from_environ(environ, self)
+        self._share(shared, lambda scope=None, **kwargs: scope is not None and scope.get(_CLIENT_KEY) is self)
+        connection = _ASGIConnection(self, _handler_giving_back(shared), scope, view_sock, key, shared)
+        self._handover = connection
+        self._thread = threading.Thread(target=connection.run, name=f"WebSocketClient {self.path}", daemon=True)
+        self._thread.start()
+
+    def _share(self, shared, is_ours):
+        # See the top of the module: the view takes the test's connections after request_started.
+        for conn in shared:
+            conn.inc_thread_sharing()
+        if shared:
+
+            def take_shared(sender, **kwargs):
+                if is_ours(**kwargs):
+                    for conn in shared:
+                        connections[conn.alias] = conn
+
+            request_started.connect(take_shared, dispatch_uid=self._dispatch_uid, weak=False)
+        got_request_exception.connect(self._store_exception, dispatch_uid=self._dispatch_uid, weak=False)
 
     @property
     def _dispatch_uid(self):
@@ -263,8 +284,11 @@ class WebSocketClient:
             for conn in shared:
                 conn.dec_thread_sharing()
 
-    def _store_exception(self, sender, **kwargs):
-        if threading.current_thread() is self._thread:
+    def _store_exception(self, sender, request=None, **kwargs):
+        # The request is this client's: its environ holds our handover, or its scope our mark.
+        meta = getattr(request, "META", {})
+        scope = getattr(request, "scope", {})
+        if meta.get(ENVIRON_KEY) is self._handover or scope.get(_CLIENT_KEY) is self:
             self._exc_info = sys.exc_info()
 
     def _read_response_head(self, deadline, timeout):
@@ -571,6 +595,184 @@ class WebSocketClient:
         else:
             state = "open"
         return f"<WebSocketClient {self.path!r} {state}>"
+
+
+# --- async views: the ASGI application, in process ------------------------------------------------
+
+_CLIENT_KEY = "django_websocket.testing.client"
+
+
+def _give_back(shared):
+    for conn in shared:
+        if connections[conn.alias] is conn:
+            del connections[conn.alias]
+
+
+def _handler_giving_back(shared):
+    """The project's ASGI application, which gives the test's connections back (from asgiref's
+    thread for sync code, where the async view's queries ran) before request_finished."""
+    from asgiref.sync import sync_to_async
+
+    from .asgi import WebSocketASGIHandler
+
+    class Handler(WebSocketASGIHandler):
+        async def _finish_response(self, response):
+            if shared:
+                await sync_to_async(_give_back)(shared)
+            await super()._finish_response(response)
+
+    return Handler()
+
+
+def _resolves_to_async_view(path_info):
+    from asgiref.sync import iscoroutinefunction
+    from django.urls import Resolver404, get_resolver
+
+    try:
+        return iscoroutinefunction(get_resolver().resolve(path_info).func)
+    except Resolver404:
+        return False
+
+
+def _scope_from_environ(environ, client):
+    """The ``websocket`` scope an ASGI server would give for the request ``environ`` describes."""
+    headers = []
+    for name, value in environ.items():
+        if name.startswith("HTTP_"):
+            headers.append((name[5:].lower().replace("_", "-").encode("latin-1"), str(value).encode("latin-1")))
+    secure = environ.get("wsgi.url_scheme") == "https"
+    return {
+        "type": "websocket",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1",
+        "scheme": "wss" if secure else "ws",
+        "path": environ["PATH_INFO"],
+        "raw_path": environ["PATH_INFO"].encode("utf-8"),
+        "query_string": environ.get("QUERY_STRING", "").encode("latin-1"),
+        "root_path": "",
+        "headers": headers,
+        "client": (environ.get("REMOTE_ADDR", "127.0.0.1"), 50000),
+        "server": (environ.get("SERVER_NAME", "testserver"), int(environ.get("SERVER_PORT", 80))),
+        "subprotocols": [
+            p.strip() for p in environ.get("HTTP_SEC_WEBSOCKET_PROTOCOL", "").split(",") if p.strip()
+        ],
+        # A refusal reaches the client with its status and body, as on uvicorn or hypercorn.
+        "extensions": {"websocket.http.response": {}},
+        _CLIENT_KEY: client,
+    }
+
+
+class _ASGIConnection:
+    """A small ASGI server for one connection, in a thread of its own: it runs the project's
+    ASGI application (:mod:`django_websocket.asgi`) on a ``websocket`` scope, and speaks
+    WebSocket on its end of the client's socket pair with the protocol core, as an ASGI server
+    would with its own framing."""
+
+    def __init__(self, client, app, scope, sock, key, shared):
+        self.client = client
+        self.app = app
+        self.scope = scope
+        self.sock = sock
+        self.key = key
+        self.shared = shared
+        self.taken = False  # whether the app accepted (for the client's refusal logic)
+        self.proto = None
+        self.response_start = None
+
+    def run(self):
+        import asyncio
+
+        try:
+            asyncio.run(self._main())
+        finally:
+            request_started.disconnect(dispatch_uid=self.client._dispatch_uid)
+            got_request_exception.disconnect(dispatch_uid=self.client._dispatch_uid)
+            for conn in self.shared:
+                conn.dec_thread_sharing()
+
+    async def _main(self):
+        import asyncio
+
+        self.loop = asyncio.get_running_loop()
+        self.sock.setblocking(False)
+        self.to_app = asyncio.Queue()
+        self.to_app.put_nowait({"type": "websocket.connect"})
+        self.reader = None
+        try:
+            await self.app(self.scope, self.to_app.get, self._from_app)
+        finally:
+            if self.reader is not None:
+                self.reader.cancel()
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self.sock.close()
+
+    async def _write(self, data):
+        try:
+            await self.loop.sock_sendall(self.sock, data)
+        except OSError:
+            pass
+
+    async def _from_app(self, event):
+        kind = event["type"]
+        if kind == "websocket.accept":
+            from .handshake import accept_response
+            from .protocol import ServerProtocol
+
+            self.taken = True
+            self.proto = ServerProtocol(max_message_size=None)
+            await self._write(accept_response(self.key, event.get("subprotocol"), None, event.get("headers", ())))
+            self.reader = self.loop.create_task(self._read())
+        elif kind == "websocket.http.response.start":
+            self.response_start = event
+        elif kind == "websocket.http.response.body":
+            from django.http import HttpResponse
+
+            response = HttpResponse(event.get("body", b""), status=self.response_start["status"])
+            for name, value in self.response_start.get("headers", ()):
+                if name.lower() != b"set-cookie":
+                    response[name.decode("latin-1")] = value.decode("latin-1")
+            self.client.response = response
+        elif kind == "websocket.close":
+            if self.proto is None:
+                # A close before the accept: an ASGI server answers 403.
+                from django.http import HttpResponseForbidden
+
+                self.client.response = HttpResponseForbidden()
+                return
+            await self._write(self.proto.send_close(event.get("code", 1000), event.get("reason") or ""))
+        elif kind == "websocket.send":
+            if self.proto is not None and not self.proto.close_sent:
+                text = event.get("text")
+                await self._write(self.proto.send(text if text is not None else event.get("bytes", b"")))
+
+    async def _read(self):
+        from .protocol import Close, State
+
+        proto = self.proto
+        while True:
+            try:
+                data = await self.loop.sock_recv(self.sock, _READ_SIZE)
+            except OSError:
+                data = b""
+            if not data:
+                proto.receive_eof()
+            else:
+                proto.receive_data(data)
+            for event in proto.events_received():
+                if isinstance(event, str):
+                    self.to_app.put_nowait({"type": "websocket.receive", "text": event})
+                elif isinstance(event, bytes):
+                    self.to_app.put_nowait({"type": "websocket.receive", "bytes": event})
+                elif isinstance(event, Close):
+                    self.to_app.put_nowait({"type": "websocket.disconnect", "code": event.code, "reason": event.reason})
+            reply = proto.data_to_send()
+            if reply:
+                await self._write(reply)
+            if proto.state is State.CLOSED:
+                return
 
 
 # --- a live server that speaks WebSocket -----------------------------------------------------------

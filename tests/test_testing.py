@@ -267,6 +267,61 @@ class DatabaseRulesTests(TransactionTestCase):
             self.assertEqual(ws.receive(), "2")  # idle: it was closed, and opened again
 
 
+# --- async views, through the project's ASGI application ------------------------------------------
+
+
+def test_async_view_echo_through_the_client():
+    with WebSocketClient() as ws:
+        assert ws.connect("/async/echo") == (True, None)
+        for message in ("hello", b"\x00\xff", "", "é" * 1000):
+            ws.send(message)
+            assert ws.receive() == message
+
+
+def test_async_view_refusal_subprotocol_and_close_code():
+    ws = WebSocketClient()
+    assert ws.connect("/testing/async/refuse") == (False, 403)
+    assert ws.response.content == b"bad token"
+    with WebSocketClient() as ws:
+        assert ws.connect("/testing/async/refuse?token=secret") == (True, None)
+        assert ws.receive() == "welcome"
+    with WebSocketClient() as ws:
+        assert ws.connect("/testing/async/closer", subprotocols=["chat.v1", "chat.v2"]) == (True, "chat.v2")
+        assert ws.receive() == "chat.v2"
+        assert ws.wait_closed() == 4001
+        assert ws.close_reason == "done here"
+
+
+def test_async_view_exception_is_raised_in_the_test():
+    ws = WebSocketClient()
+    ws.connect("/testing/async/crash")
+    assert ws.receive() == "about to fail"
+    with pytest.raises(RuntimeError, match="boom in an async"):
+        ws.wait_closed()
+    assert ws.close_code == 1011
+
+
+@override_settings(ROOT_URLCONF="tests.testing_urls")
+class AsyncViewsInTransactionTests(TestCase):
+    def test_async_view_and_test_share_the_transaction(self):
+        User = get_user_model()
+        User.objects.create(username="made-by-the-test")
+        with WebSocketClient(self.client) as ws:
+            ws.connect("/testing/async/users")
+            ws.send("count")
+            self.assertEqual(ws.receive_json(), {"count": 1})
+            ws.send("create made-by-the-async-view")
+            self.assertEqual(ws.receive_json(), {"count": 2})
+        self.assertTrue(User.objects.filter(username="made-by-the-async-view").exists())
+
+    def test_force_login_reaches_an_async_view(self):
+        user = get_user_model().objects.create_user("ada", password="pw")
+        with WebSocketClient(self.client) as ws:
+            ws.force_login(user)
+            ws.connect("/testing/async/whoami")
+            self.assertEqual(ws.receive(), "ada")
+
+
 # --- WebSocketLiveServerTestCase ------------------------------------------------------------------
 
 

@@ -14,5 +14,10 @@ urlpatterns = [
     path("testing/slow", testing_views.slow_to_answer),
     path("testing/goodbye", testing_views.goodbye),
     path("testing/echo-page", testing_views.echo_page),
+    path("testing/async/users", testing_views.async_users),
+    path("testing/async/whoami", testing_views.async_whoami),
+    path("testing/async/refuse", testing_views.async_refuse),
+    path("testing/async/crash", testing_views.async_crash),
+    path("testing/async/closer", testing_views.async_closer),
     path("", include("tests.urls")),
 ]

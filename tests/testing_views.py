@@ -76,3 +76,42 @@ ECHO_PAGE = """<!doctype html>
   socket.onmessage = (event) => { document.getElementById("reply").textContent = event.data; };
 </script></body></html>
 """
+
+
+# --- async views, driven by the same client ---------------------------------------------------------
+
+
+@require_websocket
+async def async_users(request):
+    """As users, in an async view: "count" or "create NAME"."""
+    User = get_user_model()
+    async for message in request.websocket:
+        command, _, name = message.partition(" ")
+        if command == "create":
+            await User.objects.acreate(username=name)
+        await request.websocket.send(json.dumps({"count": await User.objects.acount()}))
+
+
+@require_websocket
+async def async_whoami(request):
+    user = await request.auser() if hasattr(request, "auser") else request.user
+    await request.websocket.send(user.username if user.is_authenticated else "anonymous")
+
+
+@require_websocket
+async def async_refuse(request):
+    if request.GET.get("token") != "secret":
+        return HttpResponse("bad token", status=403)
+    await request.websocket.send("welcome")
+
+
+@require_websocket
+async def async_crash(request):
+    await request.websocket.send("about to fail")
+    raise RuntimeError("boom in an async WebSocket view")
+
+
+@require_websocket(subprotocols=["chat.v2", "chat.v1"])
+async def async_closer(request):
+    await request.websocket.send(request.websocket.protocol or "")
+    await request.websocket.close(4001, "done here")
