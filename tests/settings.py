@@ -33,3 +33,9 @@ LOGGING = {
         "django.request": {"handlers": ["console"], "level": "ERROR"},
     },
 }
+
+# Servers started by the tests may shorten these (tests/servers.py passes them in the
+# environment), so that a deadline can be watched in seconds.
+for _name in ("WEBSOCKET_HANDSHAKE_TIMEOUT", "WEBSOCKET_CLOSE_TIMEOUT"):
+    if os.environ.get(f"TESTS_{_name}"):
+        globals()[_name] = float(os.environ[f"TESTS_{_name}"])

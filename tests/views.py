@@ -309,3 +309,52 @@ def finished_probe(request):
     _PROBE.name = request.GET["name"]
     for message in request.websocket:
         request.websocket.send(message)
+
+
+# --- for the server tests (tests/test_servers.py) ------------------------------------------------
+
+
+def _with_length(content, **kwargs):
+    # A length, so that the servers neither chunk the response nor close the connection after it.
+    response = HttpResponse(content, **kwargs)
+    response["Content-Length"] = str(len(response.content))
+    return response
+
+
+def large(request):
+    # A plain response of ?size= bytes, which a slow client takes a while to read.
+    return _with_length(b"x" * int(request.GET["size"]), content_type="application/octet-stream")
+
+
+def upload(request):
+    # Reads the whole request body, however slowly it arrives.
+    return _with_length(str(len(request.body)))
+
+
+def pid(request):
+    return _with_length(str(os.getpid()))
+
+
+@require_websocket
+def two_senders(request):
+    """Sends from two threads while this one reads: "go N" starts two threads each sending N
+    messages "a:i" / "b:i"; every other message is echoed; "done" is sent once both finished."""
+    ws = request.websocket
+    threads = []
+
+    def sender(name, count):
+        for i in range(count):
+            ws.send(f"{name}:{i}")
+
+    for message in ws:
+        if isinstance(message, str) and message.startswith("go "):
+            count = int(message[3:])
+            threads = [threading.Thread(target=sender, args=(name, count)) for name in "ab"]
+            for thread in threads:
+                thread.start()
+        elif message == "join":
+            for thread in threads:
+                thread.join(30)
+            ws.send("done")
+        else:
+            ws.send(message)
