@@ -131,7 +131,7 @@ gunicorn_gthread = _gunicorn(
 )
 gunicorn_geventwebsocket = _gunicorn(
     "gunicorn-geventwebsocket",
-    "geventwebsocket.gunicorn.workers.GeventWebSocketWorker",
+    "django_websocket.servers.gunicorn.GeventWebSocketWorker",
     "tests.wsgi_geventwebsocket",
     upgrades_before_django=True,
 )

@@ -36,6 +36,7 @@ from gevent.lock import BoundedSemaphore
 from ..websocket import ENVIRON_KEY, Handover, close_all
 
 __all__ = [
+    "RequestHeadDeadlineMixin",
     "WebSocketHandlerMixin",
     "WebSocketHandler",
     "WebSocketWSGIServer",
@@ -178,24 +179,58 @@ def take_buffered(sock, rfile):
     return leftover
 
 
-class WebSocketHandlerMixin:
+class RequestHeadDeadlineMixin:
+    """For a ``pywsgi.WSGIHandler`` subclass: a client has :setting:`WEBSOCKET_HANDSHAKE_TIMEOUT`
+    seconds for each request head, from when the handler waits for its first line (an idle
+    keep-alive connection waits there) to the end of its headers; then the connection is
+    dropped, quietly.
+
+    One deadline for the whole head, not a timeout on each read (which a client sending a byte
+    now and then would never reach), and none on the socket: the request body and the response
+    take as long as they take, as with pywsgi's own handler.
+    """
+
+    _head_deadline = None
+
+    def handle_one_request(self):
+        from ..conf import settings
+
+        seconds = settings.WEBSOCKET_HANDSHAKE_TIMEOUT
+        if seconds is None:
+            return super().handle_one_request()
+        deadline = self._head_deadline = gevent.Timeout.start_new(seconds)
+        try:
+            return super().handle_one_request()
+        except gevent.Timeout as exc:
+            if exc is not deadline:
+                raise
+            logger.debug("Request head from %s not received in %ss: connection dropped", self.client_address, seconds)
+            return None  # handle() closes the connection
+        finally:
+            self._end_head()
+
+    def get_environ(self):
+        # Called once the headers are parsed, before the application runs.
+        self._end_head()
+        return super().get_environ()
+
+    def _end_head(self):
+        deadline = self._head_deadline
+        if deadline is not None:
+            self._head_deadline = None
+            deadline.close()
+
+
+class WebSocketHandlerMixin(RequestHeadDeadlineMixin):
     """For a ``pywsgi.WSGIHandler`` subclass: a :class:`~django_websocket.websocket.Handover` in
-    each request's environ, and no HTTP once the connection was handed over."""
+    each request's environ, no HTTP once the connection was handed over, and the request-head
+    deadline of :class:`RequestHeadDeadlineMixin`."""
 
     #: True once the connection belongs to a WebSocket.
     upgraded = False
     #: Whether the parsed request headers (``self.headers``) stay in memory for the WebSocket's
     #: whole life; only an access log that prints request headers needs them (gunicorn's may).
     keep_request_headers = False
-
-    def handle(self):
-        from ..conf import settings
-
-        # Bounds each read of the request, so that a client sending its headers byte by byte
-        # (slowloris) or an idle keep-alive connection does not hold a greenlet and a file
-        # descriptor forever; a WebSocket sets its own timeouts when it takes over.
-        self.socket.settimeout(settings.WEBSOCKET_HANDSHAKE_TIMEOUT)
-        super().handle()
 
     def get_environ(self):
         environ = super().get_environ()

@@ -31,7 +31,7 @@ if __name__ == "__main__":
 
 import logging
 
-from geventwebsocket.handler import WebSocketHandler
+from geventwebsocket import handler as _handler
 from geventwebsocket.server import WebSocketServer
 
 from ..frames import CloseCode
@@ -39,7 +39,7 @@ from ..handshake import Request
 from ..websocket import ENVIRON_KEY, Handover, WebSocket
 from . import gevent as _gevent
 
-__all__ = ["GeventWebSocketAdapter", "get_wsgi_application", "main"]
+__all__ = ["GeventWebSocketAdapter", "GeventWebSocketHandler", "get_wsgi_application", "main"]
 
 logger = logging.getLogger("django_websocket")
 
@@ -96,6 +96,11 @@ class GeventWebSocketAdapter:
                 if close is not None:
                     close()
         return []
+
+
+class GeventWebSocketHandler(_gevent.RequestHeadDeadlineMixin, _handler.WebSocketHandler):
+    """gevent-websocket's handler, with a deadline for each request head
+    (:setting:`WEBSOCKET_HANDSHAKE_TIMEOUT`), which it has none of."""
 
 
 def _take_over(theirs):
@@ -156,7 +161,7 @@ def main(argv=None, prog="python -m django_websocket.servers.geventwebsocket"):
         application,
         host,
         port,
-        handler_class=WebSocketHandler,
+        handler_class=GeventWebSocketHandler,
         server_class=WebSocketServer,
         backlog=options.backlog,
         log=None if options.no_access_log else "default",

@@ -1,0 +1,234 @@
+"""What the server adapters guarantee beyond the WebSocket itself, each checked against real
+server processes started as the deployment guides start them:
+
+* plain HTTP is served exactly as by the underlying server: a response or a request body takes
+  as long as it takes;
+* a client has :setting:`WEBSOCKET_HANDSHAKE_TIMEOUT` seconds for its whole request head, from
+  when the server waits for it (an idle keep-alive connection too), and is dropped quietly then;
+* a restarting gunicorn worker (SIGTERM, HUP, ``--max-requests``) closes its WebSockets with 1001
+  and is gone well within the graceful timeout;
+* runserver with its autoreloader, and the gevent server, close with 1001 and stop within
+  :setting:`WEBSOCKET_CLOSE_TIMEOUT`;
+* TLS on the gthread worker carries a WebSocket that is read and written from several threads.
+"""
+
+import os
+import select
+import socket
+import threading
+import time
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from tests import servers
+from tests.rawclient import RawClient
+
+TIMEOUT = 10
+HEAD_TIMEOUT = 2.0
+SLACK = 2.0
+
+
+def echo_works(server, **kwargs):
+    with connect(server.url + "/echo", open_timeout=TIMEOUT, close_timeout=TIMEOUT, **kwargs) as ws:
+        ws.send("still serving")
+        return ws.recv(timeout=TIMEOUT) == "still serving"
+
+
+def assert_no_traceback(server):
+    output = server.output()
+    assert "Traceback" not in output, output
+
+
+def process_alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1].split()[0] != "Z"  # a zombie has exited
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def children(pid):
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().split(") ", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.append(int(entry))
+    return found
+
+
+def wait_until(predicate, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def close_codes(clients, timeout=TIMEOUT):
+    """Wait, in parallel, for each client's connection to be closed; its close code, or None
+    (no close frame) or "open" (still open after ``timeout``)."""
+    codes = [None] * len(clients)
+
+    def wait_close(i, ws):
+        try:
+            ws.recv(timeout=timeout)
+            codes[i] = "message"
+        except TimeoutError:
+            codes[i] = "open"
+        except ConnectionClosed as exc:
+            codes[i] = exc.rcvd.code if exc.rcvd else None
+
+    threads = [threading.Thread(target=wait_close, args=(i, ws)) for i, ws in enumerate(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout + 5)
+    return codes
+
+
+def open_echo_clients(server, count, **kwargs):
+    clients = []
+    for i in range(count):
+        ws = connect(server.url + "/echo", open_timeout=TIMEOUT, close_timeout=1, **kwargs)
+        clients.append(ws)
+        ws.send(f"hello {i}")
+        assert ws.recv(timeout=TIMEOUT) == f"hello {i}"
+    return clients
+
+
+# --- plain HTTP and the request head ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=sorted(servers.SERVERS))
+def head_server(request):
+    """Each server path, with a short handshake timeout."""
+    server = servers.SERVERS[request.param](env={"TESTS_WEBSOCKET_HANDSHAKE_TIMEOUT": str(HEAD_TIMEOUT)})
+    yield server
+    server.stop()
+
+
+def test_slow_reader_gets_the_whole_plain_response(head_server):
+    # A download that takes well beyond the handshake timeout: nothing of ours may cut it.
+    size = 16 * 2**20
+    rate = 4 * 2**20  # bytes per second: about 4 s for the whole response
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    sock.settimeout(TIMEOUT)
+    sock.connect((head_server.host, head_server.port))
+    with sock:
+        sock.sendall(f"GET /large?size={size} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+        data = bytearray()
+        started = time.monotonic()
+        while time.monotonic() - started < 30:
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionError:
+                break
+            if not chunk:
+                break
+            data += chunk
+            # Read no faster than the rate.
+            ahead = len(data) / rate - (time.monotonic() - started)
+            if ahead > 0:
+                time.sleep(ahead)
+    head, _, body = bytes(data).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert len(body) == size, f"received {len(body)} of {size} bytes"
+    assert_no_traceback(head_server)
+
+
+def test_slow_request_body_is_read_whole(head_server):
+    # The client pauses longer than the handshake timeout between parts of its body.
+    body = b"y" * 300_000
+    with RawClient(head_server.host, head_server.port, timeout=TIMEOUT) as client:
+        client.send_raw(
+            b"POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
+        )
+        for part in (body[:100_000], body[100_000:200_000], body[200_000:]):
+            client.send_raw(part)
+            time.sleep(HEAD_TIMEOUT * 0.75)
+        time.sleep(HEAD_TIMEOUT * 0.75)  # the last pause, with the body complete: no matter
+        status, _, answer = client.read_response()
+    assert (status, answer) == (200, b"300000")
+    assert_no_traceback(head_server)
+
+
+def _slowloris(server, first=b"GET /echo HTTP/1.1\r\n", gap=HEAD_TIMEOUT / 4, limit=HEAD_TIMEOUT + 6):
+    """Send ``first``, then one byte of a header every ``gap`` seconds (well inside any per-read
+    timeout); return the seconds until the server dropped the connection, or None."""
+    sock = socket.create_connection((server.host, server.port), timeout=TIMEOUT)
+    started = time.monotonic()
+    with sock:
+        sock.sendall(first)
+        trickle = b"X-Slow: " + b"s" * 1000
+        i = 0
+        while time.monotonic() - started < limit:
+            readable, _, _ = select.select([sock], [], [], gap)
+            try:
+                if readable:
+                    if not sock.recv(65536):
+                        return time.monotonic() - started
+                    continue  # an answer: keep going until the connection ends
+                sock.sendall(trickle[i % len(trickle) : i % len(trickle) + 1])
+                i += 1
+            except OSError:
+                return time.monotonic() - started
+    return None
+
+
+def test_slowloris_is_dropped_at_the_deadline(head_server):
+    results = []
+    thread = threading.Thread(target=lambda: results.append(_slowloris(head_server)))
+    thread.start()
+    try:
+        time.sleep(HEAD_TIMEOUT / 2)
+        assert echo_works(head_server)  # meanwhile, others are served
+    finally:
+        thread.join(HEAD_TIMEOUT + 10)
+    held = results[0]
+    assert held is not None and held < HEAD_TIMEOUT + SLACK, f"held for {held}"
+    assert echo_works(head_server)
+    assert_no_traceback(head_server)
+
+
+def test_silent_connection_is_dropped_at_the_deadline(head_server):
+    with RawClient(head_server.host, head_server.port) as client:
+        started = time.monotonic()
+        assert client.at_eof(timeout=HEAD_TIMEOUT + 6)
+        assert time.monotonic() - started < HEAD_TIMEOUT + SLACK
+    assert_no_traceback(head_server)
+
+
+def test_idle_keepalive_connection_is_dropped_at_the_deadline(head_server):
+    with RawClient(head_server.host, head_server.port) as client:
+        client.send_raw(b"GET /pid HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        status, headers, _ = client.read_response()
+        assert status == 200
+        # The server waits for the next request from now on.
+        started = time.monotonic()
+        assert client.at_eof(timeout=HEAD_TIMEOUT + 6)
+        assert time.monotonic() - started < HEAD_TIMEOUT + SLACK
+    assert echo_works(head_server)
+    assert_no_traceback(head_server)
+
+
+def test_keepalive_connection_serves_several_requests_in_time(head_server):
+    # The deadline starts over for each request of a kept-alive connection.
+    with RawClient(head_server.host, head_server.port) as client:
+        for _ in range(3):
+            client.send_raw(b"GET /pid HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            status, headers, _ = client.read_response()
+            assert status == 200
+            if headers.get("connection", "").lower() == "close":
+                break
+            time.sleep(HEAD_TIMEOUT * 0.5)
+    assert_no_traceback(head_server)
