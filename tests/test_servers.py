@@ -14,6 +14,7 @@ server processes started as the deployment guides start them:
 
 import os
 import select
+import signal
 import socket
 import threading
 import time
@@ -232,3 +233,49 @@ def test_keepalive_connection_serves_several_requests_in_time(head_server):
                 break
             time.sleep(HEAD_TIMEOUT * 0.5)
     assert_no_traceback(head_server)
+
+
+# --- gunicorn worker restarts -------------------------------------------------------------------------
+
+GRACEFUL = 10
+WORKERS = {
+    "gevent": servers.gunicorn_gevent,
+    "gthread": servers.gunicorn_gthread,
+    "geventwebsocket": servers.gunicorn_geventwebsocket,
+}
+
+
+@pytest.mark.parametrize("cause", ["sigterm", "hup", "max-requests"])
+@pytest.mark.parametrize("worker", sorted(WORKERS))
+def test_worker_restart_closes_websockets_with_1001(worker, cause):
+    extra = ["--graceful-timeout", str(GRACEFUL)]
+    if cause == "max-requests":
+        extra += ["--max-requests", "4"]  # the three handshakes, then one plain request
+    server = WORKERS[worker](workers=1, extra=extra)
+    try:
+        assert wait_until(lambda: len(children(server.proc.pid)) == 1, TIMEOUT)
+        (old_worker,) = children(server.proc.pid)
+        clients = open_echo_clients(server, 3)
+        started = time.monotonic()
+        if cause == "sigterm":
+            os.kill(server.proc.pid, signal.SIGTERM)
+        elif cause == "hup":
+            os.kill(server.proc.pid, signal.SIGHUP)
+        else:
+            with RawClient(server.host, server.port) as client:
+                client.send_raw(b"GET /pid HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                assert client.read_response()[0] == 200
+        codes = close_codes(clients, timeout=GRACEFUL - 2)
+        assert codes == [1001] * 3
+        assert wait_until(lambda: not process_alive(old_worker), GRACEFUL - 2), "the worker is still running"
+        assert time.monotonic() - started < GRACEFUL
+        if cause == "sigterm":
+            server.proc.wait(TIMEOUT)
+        else:
+            assert echo_works(server)  # a new worker serves
+        output = server.output()
+        assert "Traceback" not in output and "WORKER TIMEOUT" not in output, output
+        for ws in clients:
+            ws.close()
+    finally:
+        server.stop()

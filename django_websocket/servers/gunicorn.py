@@ -24,6 +24,7 @@ the thread worker works without them.
 import logging
 import select
 import ssl
+import sys
 import threading
 
 from gunicorn.workers.gthread import ThreadWorker as _GunicornThreadWorker
@@ -37,16 +38,40 @@ logger = logging.getLogger("django_websocket")
 
 
 class _ClosesWebSocketsOnExit:
-    """On SIGTERM (graceful stop), send every open WebSocket a close frame 1001 (going away), so
-    that their views return and the worker stops without waiting ``--graceful-timeout``."""
+    """When the worker starts to stop, every open WebSocket gets a close frame 1001 (going
+    away), so that the views return and the worker exits well within ``--graceful-timeout``.
 
-    def handle_exit(self, sig, frame):
-        super().handle_exit(sig, frame)
-        self.close_websockets_later()
+    Every cause of a stop ends in gunicorn setting the worker's ``alive`` to False: SIGTERM
+    (the arbiter stopping, or replacing its workers after a HUP), ``--max-requests``, and
+    ``--reload`` seeing a change. So it is that change of ``alive`` that starts the closing.
+    """
+
+    _alive = False
+
+    @property
+    def alive(self):
+        return self._alive
+
+    @alive.setter
+    def alive(self, value):
+        stopping = self._alive and not value
+        self._alive = value
+        if stopping:
+            # Not here: this may run in a signal handler, and closing takes a few round trips.
+            self.close_websockets_later()
 
     def close_websockets_later(self):
-        # Not in the signal handler itself: closing takes a few round trips.
-        threading.Thread(target=close_all, name="websocket-close-all", daemon=True).start()
+        threading.Thread(target=_close_websockets, name="websocket-close-all", daemon=True).start()
+
+
+def _close_websockets():
+    from django.conf import settings as django_settings
+
+    if not django_settings.configured:
+        return  # the application was never loaded: no WebSocket either
+    from ..conf import settings
+
+    close_all(timeout=settings.WEBSOCKET_CLOSE_TIMEOUT)
 
 
 # --- gthread ---------------------------------------------------------------------------------
@@ -208,7 +233,12 @@ def _gevent_worker_base():
         def close_websockets_later(self):
             # The signal handler runs in the event loop, where starting a thread (which waits
             # for it to start) may not block: a greenlet does it.
-            gevent.spawn(close_all)
+            gevent.spawn(_close_websockets)
+
+        def load_wsgi(self):
+            super().load_wsgi()
+            if self.max_requests < sys.maxsize:
+                self.wsgi = _counting_requests(self, self.wsgi)
 
         @classmethod
         def check_config(cls, cfg, log):
@@ -220,6 +250,19 @@ def _gevent_worker_base():
             )
 
     return GeventWorkerMixin
+
+
+def _counting_requests(worker, application):
+    # gunicorn's pywsgi-based gevent workers hand requests to pywsgi, which does not count
+    # them: without this, --max-requests would never restart the worker.
+    def counted(environ, start_response):
+        worker.nr += 1
+        if worker.nr >= worker.max_requests and worker.alive:
+            worker.log.info("Autorestarting worker after current request.")
+            worker.alive = False
+        return application(environ, start_response)
+
+    return counted
 
 
 def _gevent_worker():
