@@ -12,6 +12,7 @@ server processes started as the deployment guides start them:
 * TLS on the gthread worker carries a WebSocket that is read and written from several threads.
 """
 
+import contextlib
 import os
 import select
 import signal
@@ -95,10 +96,11 @@ def close_codes(clients, timeout=TIMEOUT):
     return codes
 
 
-def open_echo_clients(server, count, **kwargs):
+def open_echo_clients(stack, server, count, **kwargs):
+    """``count`` echo connections, each checked, closed when ``stack`` (an ExitStack) is."""
     clients = []
     for i in range(count):
-        ws = connect(server.url + "/echo", open_timeout=TIMEOUT, close_timeout=1, **kwargs)
+        ws = stack.enter_context(connect(server.url + "/echo", open_timeout=TIMEOUT, close_timeout=1, **kwargs))
         clients.append(ws)
         ws.send(f"hello {i}")
         assert ws.recv(timeout=TIMEOUT) == f"hello {i}"
@@ -255,18 +257,18 @@ def test_worker_restart_closes_websockets_with_1001(worker, cause):
     try:
         assert wait_until(lambda: len(children(server.proc.pid)) == 1, TIMEOUT)
         (old_worker,) = children(server.proc.pid)
-        clients = open_echo_clients(server, 3)
-        started = time.monotonic()
-        if cause == "sigterm":
-            os.kill(server.proc.pid, signal.SIGTERM)
-        elif cause == "hup":
-            os.kill(server.proc.pid, signal.SIGHUP)
-        else:
-            with RawClient(server.host, server.port) as client:
-                client.send_raw(b"GET /pid HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-                assert client.read_response()[0] == 200
-        codes = close_codes(clients, timeout=GRACEFUL - 2)
-        assert codes == [1001] * 3
+        with contextlib.ExitStack() as stack:
+            clients = open_echo_clients(stack, server, 3)
+            started = time.monotonic()
+            if cause == "sigterm":
+                os.kill(server.proc.pid, signal.SIGTERM)
+            elif cause == "hup":
+                os.kill(server.proc.pid, signal.SIGHUP)
+            else:
+                with RawClient(server.host, server.port) as client:
+                    client.send_raw(b"GET /pid HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                    assert client.read_response()[0] == 200
+            assert close_codes(clients, timeout=GRACEFUL - 2) == [1001] * 3
         assert wait_until(lambda: not process_alive(old_worker), GRACEFUL - 2), "the worker is still running"
         assert time.monotonic() - started < GRACEFUL
         if cause == "sigterm":
@@ -275,7 +277,33 @@ def test_worker_restart_closes_websockets_with_1001(worker, cause):
             assert echo_works(server)  # a new worker serves
         output = server.output()
         assert "Traceback" not in output and "WORKER TIMEOUT" not in output, output
-        for ws in clients:
-            ws.close()
+    finally:
+        server.stop()
+
+
+# --- runserver's autoreloader ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["sigterm", "ctrl-c"])
+def test_runserver_with_autoreloader_closes_with_1001(how):
+    close_timeout = 2
+    server = servers.runserver(env={"TESTS_WEBSOCKET_CLOSE_TIMEOUT": str(close_timeout)}, reload=True)
+    try:
+        with RawClient(server.host, server.port) as client:
+            client.send_raw(b"GET /pid HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            child = int(client.read_response()[2])
+        assert child != server.proc.pid  # served by the reloader's child process
+        with contextlib.ExitStack() as stack:
+            clients = open_echo_clients(stack, server, 3)
+            started = time.monotonic()
+            if how == "sigterm":
+                os.kill(server.proc.pid, signal.SIGTERM)  # a process manager stops the parent
+            else:
+                os.killpg(server.proc.pid, signal.SIGINT)  # Ctrl-C: the terminal signals both
+            assert close_codes(clients) == [1001] * 3
+            server.proc.wait(TIMEOUT)
+            assert time.monotonic() - started < close_timeout + SLACK + 1
+        assert wait_until(lambda: not process_alive(child), 2)
+        assert_no_traceback(server)
     finally:
         server.stop()
