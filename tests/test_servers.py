@@ -307,3 +307,29 @@ def test_runserver_with_autoreloader_closes_with_1001(how):
         assert_no_traceback(server)
     finally:
         server.stop()
+
+
+# --- the gevent server's shutdown --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["gevent", "gevent-websocket"])
+def test_gevent_shutdown_is_bounded_by_the_close_timeout(name):
+    close_timeout = 1.0
+    server = servers.SERVERS[name](env={"TESTS_WEBSOCKET_CLOSE_TIMEOUT": str(close_timeout)})
+    try:
+        # Clients that never answer the close frame: the server waits close_timeout for them.
+        stubborn = [RawClient(server.host, server.port) for _ in range(3)]
+        for client in stubborn:
+            assert client.request("/echo")[0] == 101
+        started = time.monotonic()
+        os.kill(server.proc.pid, signal.SIGTERM)
+        for client in stubborn:
+            assert client.recv_close(timeout=TIMEOUT)[0] == 1001
+        server.proc.wait(TIMEOUT)
+        elapsed = time.monotonic() - started
+        assert elapsed < close_timeout + SLACK, f"stopped in {elapsed:.1f}s"
+        for client in stubborn:
+            client.close()
+        assert_no_traceback(server)
+    finally:
+        server.stop()

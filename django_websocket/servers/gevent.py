@@ -25,6 +25,7 @@ import logging
 import os
 import signal
 import sys
+import time
 import types
 
 import gevent
@@ -324,20 +325,36 @@ def load_django(options):
     return get_wsgi_application()
 
 
+#: Seconds a stopping server gives its requests beyond WEBSOCKET_CLOSE_TIMEOUT, after which
+#: their greenlets are killed.
+STOP_SLACK = 1.0
+
+
 def serve(application, host, port, *, handler_class=WebSocketHandler, server_class=None, backlog=2048, log="default"):
     """Serve ``application`` on ``host:port`` until SIGTERM or SIGINT, then close the open
-    WebSockets with 1001 (going away) and return."""
+    WebSockets with 1001 (going away) and return, within :setting:`WEBSOCKET_CLOSE_TIMEOUT`
+    seconds and :data:`STOP_SLACK` more."""
     server_class = server_class or WebSocketWSGIServer
     untrack_greenlet_tree()
     server = server_class((host, port), application, handler_class=handler_class, backlog=backlog, log=log)
     server.start()
     done = Event()
+    stopping = []
 
     def stop(signum):
+        from ..conf import settings
+
+        if stopping:
+            return  # a second signal: the first one's stop is bounded already
+        stopping.append(signum)
         logger.info("Received signal %s: closing WebSocket connections and stopping.", signum)
+        close_timeout = settings.WEBSOCKET_CLOSE_TIMEOUT
+        deadline = time.monotonic() + close_timeout
         server.close()  # stop accepting; the open connections' greenlets go on
-        close_all()
-        server.stop(timeout=2)
+        close_all(timeout=close_timeout)
+        # The views return once their connection is closed; what still runs (a plain request
+        # in progress) has what is left of the close timeout, and a moment more, to finish.
+        server.stop(timeout=max(0.0, deadline - time.monotonic()) + STOP_SLACK)
         done.set()
 
     for signum in (signal.SIGTERM, signal.SIGINT):
