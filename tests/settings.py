@@ -36,6 +36,6 @@ LOGGING = {
 
 # Servers started by the tests may shorten these (tests/servers.py passes them in the
 # environment), so that a deadline can be watched in seconds.
-for _name in ("WEBSOCKET_HANDSHAKE_TIMEOUT", "WEBSOCKET_CLOSE_TIMEOUT"):
+for _name in ("WEBSOCKET_HANDSHAKE_TIMEOUT", "WEBSOCKET_CLOSE_TIMEOUT", "WEBSOCKET_SEND_TIMEOUT"):
     if os.environ.get(f"TESTS_{_name}"):
         globals()[_name] = float(os.environ[f"TESTS_{_name}"])

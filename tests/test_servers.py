@@ -17,6 +17,8 @@ import os
 import select
 import signal
 import socket
+import ssl
+import subprocess
 import threading
 import time
 
@@ -333,3 +335,248 @@ def test_gevent_shutdown_is_bounded_by_the_close_timeout(name):
         assert_no_traceback(server)
     finally:
         server.stop()
+
+
+# --- TLS on the gthread worker -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+            "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+def start_tls_server(certificate, env=None):
+    cert, key = certificate
+    server = servers.gunicorn_gthread(env=env, workers=1, extra=["--certfile", str(cert), "--keyfile", str(key)])
+    server.url = f"wss://127.0.0.1:{server.port}"
+    server.context = ssl.create_default_context(cafile=str(cert))
+    return server
+
+
+@pytest.fixture(scope="module")
+def tls_server(certificate):
+    server = start_tls_server(certificate)
+    yield server
+    server.stop()
+
+
+def test_tls_echo_and_clean_close(tls_server):
+    with connect(tls_server.url + "/echo", ssl=tls_server.context, open_timeout=TIMEOUT, close_timeout=TIMEOUT) as ws:
+        for message in ("hello", "x" * 100_000, b"\x00\x01" * 40_000):
+            ws.send(message)
+            assert ws.recv(timeout=TIMEOUT) == message
+        ws.close(1000)
+    assert ws.protocol.close_rcvd.code == 1000
+
+
+def test_tls_two_threads_send_while_the_view_reads(tls_server):
+    count = 2000
+    with connect(
+        tls_server.url + "/two-senders", ssl=tls_server.context, open_timeout=TIMEOUT, close_timeout=TIMEOUT
+    ) as ws:
+        ws.send(f"go {count}")
+        for i in range(300):
+            ws.send(f"echo {i} " + "e" * (i * 50))
+        ws.send("join")
+        received = {"a": [], "b": [], "echo": []}
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            message = ws.recv(timeout=TIMEOUT)
+            if message == "done":
+                break
+            name, _, rest = message.partition(":") if not message.startswith("echo ") else ("echo", "", message)
+            received[name].append(rest)
+        ws.close(1000)
+    assert received["a"] == [str(i) for i in range(count)]
+    assert received["b"] == [str(i) for i in range(count)]
+    assert received["echo"] == [f"echo {i} " + "e" * (i * 50) for i in range(300)]
+    assert ws.protocol.close_rcvd.code == 1000
+    assert echo_works(tls_server, ssl=tls_server.context)
+    assert_no_traceback(tls_server)
+
+
+def test_tls_stalled_reader_is_cut_by_the_send_timeout(certificate):
+    # The view floods a client that does not read: its send must give up after
+    # WEBSOCKET_SEND_TIMEOUT and close the connection, freeing the thread.
+    server = start_tls_server(certificate, env={"TESTS_WEBSOCKET_SEND_TIMEOUT": "1"})
+    try:
+        raw = socket.create_connection((server.host, server.port), timeout=TIMEOUT)
+        with server.context.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+            sock.sendall(
+                b"GET /flood HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: MDEyMzQ1Njc4OWFiY2RlZg==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            )
+            time.sleep(3)  # not reading, well past the send timeout
+            # What the server sent before giving up, then the end of the stream; a server still
+            # sending would take minutes to send its 6 GiB.
+            deadline = time.monotonic() + TIMEOUT
+            received = 0
+            ended = False
+            while time.monotonic() < deadline:
+                try:
+                    chunk = sock.recv(65536)
+                except (ssl.SSLError, ConnectionError):
+                    ended = True
+                    break
+                if not chunk:
+                    ended = True
+                    break
+                received += len(chunk)
+            assert ended, f"still sending after {received} bytes"
+            assert received < 64 * 2**20
+        assert echo_works(server, ssl=server.context)
+        assert_no_traceback(server)
+    finally:
+        server.stop()
+
+
+class _OpenSSLClient:
+    """``openssl s_client`` as a WebSocket client: unlike Python's ssl module it can make TLS 1.3
+    key updates (its ``K`` command, a line of its own on stdin), which the server answers with
+    one of its own: reading a key update changes the state of the writing side."""
+
+    def __init__(self, server, cert):
+        self.proc = subprocess.Popen(
+            ["openssl", "s_client", "-connect", f"127.0.0.1:{server.port}", "-tls1_3", "-quiet", "-no_ign_eof",
+             "-CAfile", str(cert)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
+        )  # fmt: skip
+        self.buf = b""
+        self.errors = b""
+        os.set_blocking(self.proc.stdout.fileno(), False)
+        os.set_blocking(self.proc.stderr.fileno(), False)
+
+    def write(self, data):
+        self.proc.stdin.write(data)
+        self.proc.stdin.flush()
+
+    def key_update(self, timeout=5):
+        # Alone on its line, and taken before anything else is written: s_client looks for its
+        # commands at the start of what it reads from stdin.
+        done = self.errors.count(b"KEYUPDATE") + 1
+        self.write(b"K\n")
+        deadline = time.monotonic() + timeout
+        while self.errors.count(b"KEYUPDATE") < done:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.proc.stderr], [], [], left)[0]:
+                raise TimeoutError("s_client did not take the key update command")
+            chunk = self.proc.stderr.read(65536)
+            if not chunk:
+                self._ended()
+            self.errors += chunk
+
+    def _ended(self):
+        self.proc.wait(5)
+        self.errors += self.proc.stderr.read() or b""
+        raise EOFError(f"s_client ended: {self.errors.decode(errors='replace')}")
+
+    def _fill(self, deadline):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([self.proc.stdout], [], [], left)[0]:
+            raise TimeoutError("nothing more from the server")
+        chunk = self.proc.stdout.read(65536)
+        if not chunk:
+            self._ended()
+        self.buf += chunk
+
+    def handshake(self, path, timeout=TIMEOUT):
+        deadline = time.monotonic() + timeout
+        self.write(
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: MDEyMzQ1Njc4OWFiY2RlZg==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        # s_client prints the session's details first; the server's bytes follow.
+        while b"\r\n\r\n" not in self.buf.partition(b"HTTP/1.1 ")[2]:
+            self._fill(deadline)
+        head, _, self.buf = self.buf.partition(b"HTTP/1.1 ")[2].partition(b"\r\n\r\n")
+        return int(head.split()[0])
+
+    def recv_text(self, deadline):
+        while len(self.buf) < 2 or len(self.buf) < self._frame_length():
+            self._fill(deadline)
+        n, length = self._frame_length(), self._payload_length()
+        frame, self.buf = self.buf[:n], self.buf[n:]
+        assert frame[0] == 0x81, frame[:20]
+        return frame[n - length :].decode()
+
+    def _payload_length(self):
+        n = self.buf[1] & 0x7F
+        if n == 126:
+            return int.from_bytes(self.buf[2:4], "big")
+        if n == 127:
+            return int.from_bytes(self.buf[2:10], "big")
+        return n
+
+    def _frame_length(self):
+        n = self.buf[1] & 0x7F
+        header = 4 if n == 126 else 10 if n == 127 else 2
+        if len(self.buf) < header:
+            return header + 1
+        return header + self._payload_length()
+
+    def close(self):
+        try:
+            self.proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        os.set_blocking(self.proc.stderr.fileno(), True)
+        errors = (self.errors + self.proc.stderr.read()).decode(errors="replace")
+        self.proc.stderr.close()
+        self.proc.stdout.close()
+        return errors
+
+
+def test_tls_key_updates_while_two_threads_send(tls_server, certificate):
+    cert, _ = certificate
+    count = 100_000  # enough to go on sending during all the key updates
+    received = {"a": [], "b": [], "echo": []}
+    client = _OpenSSLClient(tls_server, cert)
+
+    def record(message):
+        name, _, rest = ("echo", "", message) if message.startswith("echo ") else message.partition(":")
+        received[name].append(rest)
+        return message
+
+    def read_until(expected, deadline):
+        while record(client.recv_text(deadline)) != expected:
+            pass
+
+    try:
+        assert client.handshake("/two-senders") == 101
+        deadline = time.monotonic() + 30
+        client.write(RawClient.frame(1, f"go {count}"))
+        record(client.recv_text(deadline))  # the senders have started
+        for i in range(20):
+            client.key_update()  # asking the server for one too
+            client.write(RawClient.frame(1, f"echo {i}"))
+            # Answered before anything else is written: s_client reads the next command alone.
+            read_until(f"echo {i}", deadline)
+        client.write(RawClient.frame(1, "join"))
+        while (message := client.recv_text(deadline)) != "done":
+            record(message)
+        client.write(RawClient.frame(8, b"\x03\xe8"))
+    finally:
+        errors = client.close()
+    assert errors.count("KEYUPDATE") == 20
+    assert "bad record mac" not in errors and "decryption failed" not in errors, errors
+    assert received["a"] == [str(i) for i in range(count)]
+    assert received["b"] == [str(i) for i in range(count)]
+    assert received["echo"] == [f"echo {i}" for i in range(20)]
+    assert_no_traceback(tls_server)
+    assert "WebSocket failed" not in tls_server.output(), tls_server.output()

@@ -14,6 +14,7 @@ from django.utils.decorators import method_decorator
 from django.views import View
 
 from django_websocket import accept_websocket, require_websocket
+from django_websocket.exceptions import ConnectionClosed
 
 # Filled by the request_finished handler: tests read it through the /finished view.
 FINISHED = []
@@ -337,19 +338,25 @@ def pid(request):
 
 @require_websocket
 def two_senders(request):
-    """Sends from two threads while this one reads: "go N" starts two threads each sending N
-    messages "a:i" / "b:i"; every other message is echoed; "done" is sent once both finished."""
+    """Sends from two threads while this one reads: "go N [SIZE]" starts two threads each
+    sending N messages "a:i" / "b:i" (followed by a space and SIZE bytes of padding if given);
+    every other message is echoed; "join" waits for both threads, then sends "done"."""
     ws = request.websocket
     threads = []
 
-    def sender(name, count):
-        for i in range(count):
-            ws.send(f"{name}:{i}")
+    def sender(name, count, padding):
+        try:
+            for i in range(count):
+                ws.send(f"{name}:{i}{padding}")
+        except ConnectionClosed:
+            pass  # the client went away
 
     for message in ws:
         if isinstance(message, str) and message.startswith("go "):
-            count = int(message[3:])
-            threads = [threading.Thread(target=sender, args=(name, count)) for name in "ab"]
+            count, _, size = message[3:].partition(" ")
+            padding = " " + "p" * int(size) if size else ""
+            args = [(name, int(count), padding) for name in "ab"]
+            threads = [threading.Thread(target=sender, args=a) for a in args]
             for thread in threads:
                 thread.start()
         elif message == "join":

@@ -31,6 +31,7 @@ from gunicorn.workers.gthread import ThreadWorker as _GunicornThreadWorker
 
 from ..websocket import ENVIRON_KEY, Handover, close_all
 from .deadline import HeadWatchdog
+from .tls import SerializedTLSSocket
 
 __all__ = ["GeventWorker", "GeventWebSocketWorker", "ThreadWorker"]  # noqa: F822 (gevent ones: see __getattr__)
 
@@ -122,7 +123,12 @@ class _UpgradableSocket:
             leftover = unreader.buf.getvalue()
             unreader.buf.seek(0)
             unreader.buf.truncate()
-        return self._sock, leftover
+        sock = self._sock
+        if isinstance(sock, ssl.SSLSocket):
+            # The view's thread reads while others send: one SSL object must not see two
+            # threads at once.
+            sock = SerializedTLSSocket(sock)
+        return sock, leftover
 
 
 def _wait_readable_tls(sock, timeout):
