@@ -29,7 +29,8 @@ DEFAULTS = {
     # Limits on the opening handshake's headers: total bytes of names and values, and count.
     "WEBSOCKET_MAX_HEADER_SIZE": 32768,
     "WEBSOCKET_MAX_HEADERS": 100,
-    # Seconds a client has to send its whole request (development server); slowloris guard.
+    # Seconds a client has to send each request head (request line and headers), on every
+    # server of django_websocket.servers; None: no deadline. Slowloris guard.
     "WEBSOCKET_HANDSHAKE_TIMEOUT": 10.0,
     # Seconds a send may block on a client that stopped reading before the socket is closed.
     "WEBSOCKET_SEND_TIMEOUT": 30.0,

@@ -19,8 +19,9 @@ In ``wsgi.py``::
 
     application = get_wsgi_application()
 
-then, e.g., ``gunicorn -k geventwebsocket.gunicorn.workers.GeventWebSocketWorker mysite.wsgi``,
-or without gunicorn ``python -m django_websocket.servers.geventwebsocket 127.0.0.1:8000``.
+then, e.g., ``gunicorn -k django_websocket.servers.gunicorn.GeventWebSocketWorker mysite.wsgi``
+(gevent-websocket's worker with a deadline for each request head, and 1001 on restarts), or
+without gunicorn ``python -m django_websocket.servers.geventwebsocket 127.0.0.1:8000``.
 """
 
 if __name__ == "__main__":
