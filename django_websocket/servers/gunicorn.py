@@ -243,8 +243,12 @@ def _gevent_worker_base():
 
         def load_wsgi(self):
             super().load_wsgi()
+            self.wsgi = self.wrap_application(self.wsgi)
             if self.max_requests < sys.maxsize:
                 self.wsgi = _counting_requests(self, self.wsgi)
+
+        def wrap_application(self, application):
+            return application
 
         @classmethod
         def check_config(cls, cfg, log):
@@ -306,10 +310,10 @@ def _geventwebsocket_worker():
 
         wsgi_handler = GeventWebSocketHandler
 
-        def load_wsgi(self):
-            super().load_wsgi()
-            if not isinstance(self.wsgi, GeventWebSocketAdapter):
-                self.wsgi = GeventWebSocketAdapter(self.wsgi)
+        def wrap_application(self, application):
+            if isinstance(application, GeventWebSocketAdapter):
+                return application
+            return GeventWebSocketAdapter(application)
 
     return GeventWebSocketWorker
 
