@@ -29,7 +29,8 @@ DEFAULTS = {
     # Limits on the opening handshake's headers: total bytes of names and values, and count.
     "WEBSOCKET_MAX_HEADER_SIZE": 32768,
     "WEBSOCKET_MAX_HEADERS": 100,
-    # Seconds a client has to send its whole request (development server); slowloris guard.
+    # Seconds a client has to send each request head (request line and headers), on every
+    # server of django_websocket.servers; None: no deadline. Slowloris guard.
     "WEBSOCKET_HANDSHAKE_TIMEOUT": 10.0,
     # Seconds a send may wait for a client that takes no bytes at all before the connection is
     # ended: "no progress for this long", not a total (a slow but steady reader is never cut).

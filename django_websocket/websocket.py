@@ -118,7 +118,7 @@ def close_all(code=CloseCode.GOING_AWAY, reason="server shutting down", timeout=
     shutting down, so that new handshakes are refused. Returns the number of connections closed.
     """
     _shutting_down.set()
-    with _open_lock:
+    with _open_lock:  # see WebSocket._accept_locked: nothing accepted after this is missed
         connections = list(_open)
     if timeout is None:
         timeout = max((ws.close_timeout for ws in connections), default=0.0)
@@ -352,7 +352,12 @@ class WebSocket:
         self._state = OPEN if proto.state is State.OPEN else CLOSING
         with _open_lock:
             _open.add(self)
-        if self.ping_interval:
+            # close_all() sets the flag before it takes its list: a connection accepted after
+            # that closes itself (its close frame goes out just below, behind the 101).
+            late = _shutting_down.is_set()
+        if late:
+            self._start_close(CloseCode.GOING_AWAY, "server shutting down", blocking=False)
+        elif self.ping_interval:
             from . import keepalive
 
             keepalive.watch(self)

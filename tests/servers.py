@@ -79,9 +79,13 @@ class ServerProcess:
         self.log.close()
 
 
-def runserver(env=None):
+def runserver(env=None, reload=False):
+    # With reload=True, as a developer runs it: the autoreloader's parent process runs the
+    # server in a child process, and restarts it when a file changes.
     port = free_port()
-    argv = [sys.executable, "-m", "django", "runserver", "--multithreaded", "--noreload", f"127.0.0.1:{port}"]
+    argv = [sys.executable, "-m", "django", "runserver", "--multithreaded", f"127.0.0.1:{port}"]
+    if not reload:
+        argv.insert(-1, "--noreload")
     return ServerProcess("runserver", argv, port, env)
 
 
@@ -104,12 +108,13 @@ def gevent_websocket(env=None):
 
 
 def _gunicorn(name, worker, app, *options, upgrades_before_django=False):
-    """A server started as docs/howto/deployment/gunicorn.rst says, with 2 workers."""
+    """A server started as docs/howto/deployment/gunicorn.rst says, with 2 workers unless told
+    otherwise; ``extra`` adds gunicorn options (``--max-requests 3``, ``--certfile``...)."""
 
-    def start(env=None):
+    def start(env=None, workers=2, extra=()):
         port = free_port()
         argv = [
-            sys.executable, "-m", "gunicorn", "-k", worker, "--workers", "2", *options,
+            sys.executable, "-m", "gunicorn", "-k", worker, "--workers", str(workers), *options, *extra,
             "--bind", f"127.0.0.1:{port}", app,
         ]  # fmt: skip
         # gunicorn >= 25.1 opens a control socket in $XDG_RUNTIME_DIR, else in ~/.gunicorn: one
@@ -126,7 +131,7 @@ gunicorn_gthread = _gunicorn(
 )
 gunicorn_geventwebsocket = _gunicorn(
     "gunicorn-geventwebsocket",
-    "geventwebsocket.gunicorn.workers.GeventWebSocketWorker",
+    "django_websocket.servers.gunicorn.GeventWebSocketWorker",
     "tests.wsgi_geventwebsocket",
     upgrades_before_django=True,
 )

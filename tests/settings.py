@@ -52,3 +52,9 @@ if os.environ.get("TESTS_SETTINGS_OVERRIDES"):
     import json
 
     globals().update(json.loads(os.environ["TESTS_SETTINGS_OVERRIDES"]))
+
+# Servers started by the tests may shorten these (tests/servers.py passes them in the
+# environment), so that a deadline can be watched in seconds.
+for _name in ("WEBSOCKET_HANDSHAKE_TIMEOUT", "WEBSOCKET_CLOSE_TIMEOUT", "WEBSOCKET_SEND_TIMEOUT"):
+    if os.environ.get(f"TESTS_{_name}"):
+        globals()[_name] = float(os.environ[f"TESTS_{_name}"])

@@ -35,6 +35,10 @@ urlpatterns = [
     path("database/transactions", views.database_transactions),
     path("unmasking", views.unmasking),
     path("custom-attribute", views.custom_attribute),
+    path("large", views.large),
+    path("upload", views.upload),
+    path("pid", views.pid),
+    path("two-senders", views.two_senders),
 ]
 
 # Groups (tests/test_groups.py, tests/test_groups_redis.py); their views are in tests/group_views.py.

@@ -14,6 +14,7 @@ from django.utils.decorators import method_decorator
 from django.views import View
 
 from django_websocket import accept_websocket, require_websocket
+from django_websocket.exceptions import ConnectionClosed
 
 # Filled by the request_finished handler: tests read it through the /finished view.
 FINISHED = []
@@ -371,3 +372,57 @@ def finished_probe(request):
 async def async_echo(request):
     async for message in request.websocket:
         await request.websocket.send(message)
+
+# --- for the server tests (tests/test_servers.py) ------------------------------------------------
+
+
+def _with_length(content, **kwargs):
+    # A length, so that the servers neither chunk the response nor close the connection after it.
+    response = HttpResponse(content, **kwargs)
+    response["Content-Length"] = str(len(response.content))
+    return response
+
+
+def large(request):
+    # A plain response of ?size= bytes, which a slow client takes a while to read.
+    return _with_length(b"x" * int(request.GET["size"]), content_type="application/octet-stream")
+
+
+def upload(request):
+    # Reads the whole request body, however slowly it arrives.
+    return _with_length(str(len(request.body)))
+
+
+def pid(request):
+    return _with_length(str(os.getpid()))
+
+
+@require_websocket
+def two_senders(request):
+    """Sends from two threads while this one reads: "go N [SIZE]" starts two threads each
+    sending N messages "a:i" / "b:i" (followed by a space and SIZE bytes of padding if given);
+    every other message is echoed; "join" waits for both threads, then sends "done"."""
+    ws = request.websocket
+    threads = []
+
+    def sender(name, count, padding):
+        try:
+            for i in range(count):
+                ws.send(f"{name}:{i}{padding}")
+        except ConnectionClosed:
+            pass  # the client went away
+
+    for message in ws:
+        if isinstance(message, str) and message.startswith("go "):
+            count, _, size = message[3:].partition(" ")
+            padding = " " + "p" * int(size) if size else ""
+            args = [(name, int(count), padding) for name in "ab"]
+            threads = [threading.Thread(target=sender, args=a) for a in args]
+            for thread in threads:
+                thread.start()
+        elif message == "join":
+            for thread in threads:
+                thread.join(30)
+            ws.send("done")
+        else:
+            ws.send(message)

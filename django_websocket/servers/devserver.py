@@ -1,10 +1,13 @@
 """Django's development server (``runserver``), able to hand a connection to a WebSocket view."""
 
+import io
+import logging
 
 from django.core.servers.basehttp import ThreadedWSGIServer, WSGIRequestHandler, WSGIServer
 
 from ..conf import settings
 from ..websocket import ENVIRON_KEY, Handover
+from .deadline import HeadDeadlineReader, HeadTimeout
 
 __all__ = [
     "WebSocketRequestHandlerMixin",
@@ -13,6 +16,8 @@ __all__ = [
     "WebSocketWSGIServer",
     "ThreadedWebSocketWSGIServer",
 ]
+
+logger = logging.getLogger("django_websocket")
 
 
 class _UpgradableWriter:
@@ -43,16 +48,34 @@ class _UpgradableWriter:
 
 
 class WebSocketRequestHandlerMixin:
-    """Adds a :class:`~django_websocket.websocket.Handover` to each request's environ."""
+    """Adds a :class:`~django_websocket.websocket.Handover` to each request's environ, and gives
+    a client :setting:`WEBSOCKET_HANDSHAKE_TIMEOUT` seconds for each request head."""
 
     def setup(self):
-        # Bounds each read of the request, so that a client sending its headers byte by byte
-        # (slowloris) is dropped; the WebSocket sets its own timeouts once it takes over.
-        self.timeout = settings.WEBSOCKET_HANDSHAKE_TIMEOUT
         super().setup()
         self.wfile = _UpgradableWriter(self.wfile)
+        # The same buffered reader, over a raw reader that can hold a deadline for the head.
+        self.rfile.close()
+        self._head_reader = HeadDeadlineReader(self.connection)
+        self.rfile = io.BufferedReader(self._head_reader)
+
+    def handle_one_request(self):
+        # From waiting for the request line (an idle keep-alive connection waits here) to the
+        # end of the headers; the body and the response take what they take, as in Django's.
+        seconds = settings.WEBSOCKET_HANDSHAKE_TIMEOUT
+        if seconds is not None:
+            self._head_reader.start(seconds)
+        try:
+            super().handle_one_request()
+        except HeadTimeout:
+            logger.debug("Request head from %s not received in %ss: connection dropped", self.client_address, seconds)
+            self.close_connection = True
+        finally:
+            self._head_reader.end()
 
     def get_environ(self):
+        # The head is read.
+        self._head_reader.end()
         environ = super().get_environ()
         environ[ENVIRON_KEY] = Handover(self._hand_over)
         return environ

@@ -25,6 +25,7 @@ import logging
 import os
 import signal
 import sys
+import time
 import types
 
 import gevent
@@ -36,6 +37,7 @@ from gevent.lock import BoundedSemaphore
 from ..websocket import ENVIRON_KEY, Handover, close_all
 
 __all__ = [
+    "RequestHeadDeadlineMixin",
     "WebSocketHandlerMixin",
     "WebSocketHandler",
     "WebSocketWSGIServer",
@@ -178,24 +180,58 @@ def take_buffered(sock, rfile):
     return leftover
 
 
-class WebSocketHandlerMixin:
+class RequestHeadDeadlineMixin:
+    """For a ``pywsgi.WSGIHandler`` subclass: a client has :setting:`WEBSOCKET_HANDSHAKE_TIMEOUT`
+    seconds for each request head, from when the handler waits for its first line (an idle
+    keep-alive connection waits there) to the end of its headers; then the connection is
+    dropped, quietly.
+
+    One deadline for the whole head, not a timeout on each read (which a client sending a byte
+    now and then would never reach), and none on the socket: the request body and the response
+    take as long as they take, as with pywsgi's own handler.
+    """
+
+    _head_deadline = None
+
+    def handle_one_request(self):
+        from ..conf import settings
+
+        seconds = settings.WEBSOCKET_HANDSHAKE_TIMEOUT
+        if seconds is None:
+            return super().handle_one_request()
+        deadline = self._head_deadline = gevent.Timeout.start_new(seconds)
+        try:
+            return super().handle_one_request()
+        except gevent.Timeout as exc:
+            if exc is not deadline:
+                raise
+            logger.debug("Request head from %s not received in %ss: connection dropped", self.client_address, seconds)
+            return None  # handle() closes the connection
+        finally:
+            self._end_head()
+
+    def get_environ(self):
+        # Called once the headers are parsed, before the application runs.
+        self._end_head()
+        return super().get_environ()
+
+    def _end_head(self):
+        deadline = self._head_deadline
+        if deadline is not None:
+            self._head_deadline = None
+            deadline.close()
+
+
+class WebSocketHandlerMixin(RequestHeadDeadlineMixin):
     """For a ``pywsgi.WSGIHandler`` subclass: a :class:`~django_websocket.websocket.Handover` in
-    each request's environ, and no HTTP once the connection was handed over."""
+    each request's environ, no HTTP once the connection was handed over, and the request-head
+    deadline of :class:`RequestHeadDeadlineMixin`."""
 
     #: True once the connection belongs to a WebSocket.
     upgraded = False
     #: Whether the parsed request headers (``self.headers``) stay in memory for the WebSocket's
     #: whole life; only an access log that prints request headers needs them (gunicorn's may).
     keep_request_headers = False
-
-    def handle(self):
-        from ..conf import settings
-
-        # Bounds each read of the request, so that a client sending its headers byte by byte
-        # (slowloris) or an idle keep-alive connection does not hold a greenlet and a file
-        # descriptor forever; a WebSocket sets its own timeouts when it takes over.
-        self.socket.settimeout(settings.WEBSOCKET_HANDSHAKE_TIMEOUT)
-        super().handle()
 
     def get_environ(self):
         environ = super().get_environ()
@@ -289,20 +325,36 @@ def load_django(options):
     return get_wsgi_application()
 
 
+#: Seconds a stopping server gives its requests beyond WEBSOCKET_CLOSE_TIMEOUT, after which
+#: their greenlets are killed.
+STOP_SLACK = 1.0
+
+
 def serve(application, host, port, *, handler_class=WebSocketHandler, server_class=None, backlog=2048, log="default"):
     """Serve ``application`` on ``host:port`` until SIGTERM or SIGINT, then close the open
-    WebSockets with 1001 (going away) and return."""
+    WebSockets with 1001 (going away) and return, within :setting:`WEBSOCKET_CLOSE_TIMEOUT`
+    seconds and :data:`STOP_SLACK` more."""
     server_class = server_class or WebSocketWSGIServer
     untrack_greenlet_tree()
     server = server_class((host, port), application, handler_class=handler_class, backlog=backlog, log=log)
     server.start()
     done = Event()
+    stopping = []
 
     def stop(signum):
+        from ..conf import settings
+
+        if stopping:
+            return  # a second signal: the first one's stop is bounded already
+        stopping.append(signum)
         logger.info("Received signal %s: closing WebSocket connections and stopping.", signum)
+        close_timeout = settings.WEBSOCKET_CLOSE_TIMEOUT
+        deadline = time.monotonic() + close_timeout
         server.close()  # stop accepting; the open connections' greenlets go on
-        close_all()
-        server.stop(timeout=2)
+        close_all(timeout=close_timeout)
+        # The views return once their connection is closed; what still runs (a plain request
+        # in progress) has what is left of the close timeout, and a moment more, to finish.
+        server.stop(timeout=max(0.0, deadline - time.monotonic()) + STOP_SLACK)
         done.set()
 
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -19,8 +19,9 @@ In ``wsgi.py``::
 
     application = get_wsgi_application()
 
-then, e.g., ``gunicorn -k geventwebsocket.gunicorn.workers.GeventWebSocketWorker mysite.wsgi``,
-or without gunicorn ``python -m django_websocket.servers.geventwebsocket 127.0.0.1:8000``.
+then, e.g., ``gunicorn -k django_websocket.servers.gunicorn.GeventWebSocketWorker mysite.wsgi``
+(gevent-websocket's worker with a deadline for each request head, and 1001 on restarts), or
+without gunicorn ``python -m django_websocket.servers.geventwebsocket 127.0.0.1:8000``.
 """
 
 if __name__ == "__main__":
@@ -31,7 +32,7 @@ if __name__ == "__main__":
 
 import logging
 
-from geventwebsocket.handler import WebSocketHandler
+from geventwebsocket import handler as _handler
 from geventwebsocket.server import WebSocketServer
 
 from ..frames import CloseCode
@@ -39,7 +40,7 @@ from ..handshake import Request
 from ..websocket import ENVIRON_KEY, Handover, WebSocket
 from . import gevent as _gevent
 
-__all__ = ["GeventWebSocketAdapter", "get_wsgi_application", "main"]
+__all__ = ["GeventWebSocketAdapter", "GeventWebSocketHandler", "get_wsgi_application", "main"]
 
 logger = logging.getLogger("django_websocket")
 
@@ -96,6 +97,11 @@ class GeventWebSocketAdapter:
                 if close is not None:
                     close()
         return []
+
+
+class GeventWebSocketHandler(_gevent.RequestHeadDeadlineMixin, _handler.WebSocketHandler):
+    """gevent-websocket's handler, with a deadline for each request head
+    (:setting:`WEBSOCKET_HANDSHAKE_TIMEOUT`), which it has none of."""
 
 
 def _take_over(theirs):
@@ -156,7 +162,7 @@ def main(argv=None, prog="python -m django_websocket.servers.geventwebsocket"):
         application,
         host,
         port,
-        handler_class=WebSocketHandler,
+        handler_class=GeventWebSocketHandler,
         server_class=WebSocketServer,
         backlog=options.backlog,
         log=None if options.no_access_log else "default",

@@ -8,40 +8,71 @@
     its whole life, so a worker serves at most ``N`` WebSockets and plain requests together;
     the next connection waits for a thread.
 
-gevent-websocket's own worker (``geventwebsocket.gunicorn.workers.GeventWebSocketWorker``)
-works too, with the application wrapped as :mod:`django_websocket.servers.geventwebsocket`
-says. gunicorn's default *sync* worker cannot serve WebSockets: it puts no handover in the
+``-k django_websocket.servers.gunicorn.GeventWebSocketWorker``
+    gevent-websocket's worker, for deployments that use its handler (see
+    :mod:`django_websocket.servers.geventwebsocket`), with the request-head deadline and the
+    closing on restarts of the two above. gevent-websocket's own worker class
+    (``geventwebsocket.gunicorn.workers.GeventWebSocketWorker``) works too, without either.
+
+gunicorn's default *sync* worker cannot serve WebSockets: it puts no handover in the
 environ (the handshake gets 501), and it kills any request running longer than ``--timeout``.
 
-The gevent worker needs gevent; it is defined on first use, so that the thread worker works
-without it.
+The gevent workers need gevent (and gevent-websocket); they are defined on first use, so that
+the thread worker works without them.
 """
 
 import logging
 import select
 import ssl
+import sys
 import threading
 
 from gunicorn.workers.gthread import ThreadWorker as _GunicornThreadWorker
 
 from ..websocket import ENVIRON_KEY, Handover, close_all
+from .deadline import HeadWatchdog
+from .tls import SerializedTLSSocket
 
-__all__ = ["GeventWorker", "ThreadWorker"]  # noqa: F822 (GeventWorker: see __getattr__)
+__all__ = ["GeventWorker", "GeventWebSocketWorker", "ThreadWorker"]  # noqa: F822 (gevent ones: see __getattr__)
 
 logger = logging.getLogger("django_websocket")
 
 
 class _ClosesWebSocketsOnExit:
-    """On SIGTERM (graceful stop), send every open WebSocket a close frame 1001 (going away), so
-    that their views return and the worker stops without waiting ``--graceful-timeout``."""
+    """When the worker starts to stop, every open WebSocket gets a close frame 1001 (going
+    away), so that the views return and the worker exits well within ``--graceful-timeout``.
 
-    def handle_exit(self, sig, frame):
-        super().handle_exit(sig, frame)
-        self.close_websockets_later()
+    Every cause of a stop ends in gunicorn setting the worker's ``alive`` to False: SIGTERM
+    (the arbiter stopping, or replacing its workers after a HUP), ``--max-requests``, and
+    ``--reload`` seeing a change. So it is that change of ``alive`` that starts the closing.
+    """
+
+    _alive = False
+
+    @property
+    def alive(self):
+        return self._alive
+
+    @alive.setter
+    def alive(self, value):
+        stopping = self._alive and not value
+        self._alive = value
+        if stopping:
+            # Not here: this may run in a signal handler, and closing takes a few round trips.
+            self.close_websockets_later()
 
     def close_websockets_later(self):
-        # Not in the signal handler itself: closing takes a few round trips.
-        threading.Thread(target=close_all, name="websocket-close-all", daemon=True).start()
+        threading.Thread(target=_close_websockets, name="websocket-close-all", daemon=True).start()
+
+
+def _close_websockets():
+    from django.conf import settings as django_settings
+
+    if not django_settings.configured:
+        return  # the application was never loaded: no WebSocket either
+    from ..conf import settings
+
+    close_all(timeout=settings.WEBSOCKET_CLOSE_TIMEOUT)
 
 
 # --- gthread ---------------------------------------------------------------------------------
@@ -92,7 +123,12 @@ class _UpgradableSocket:
             leftover = unreader.buf.getvalue()
             unreader.buf.seek(0)
             unreader.buf.truncate()
-        return self._sock, leftover
+        sock = self._sock
+        if isinstance(sock, ssl.SSLSocket):
+            # The view's thread reads while others send: one SSL object must not see two
+            # threads at once.
+            sock = SerializedTLSSocket(sock)
+        return sock, leftover
 
 
 def _wait_readable_tls(sock, timeout):
@@ -141,7 +177,45 @@ class ThreadWorker(_ClosesWebSocketsOnExit, _GunicornThreadWorker):
         super().load_wsgi()
         self.wsgi = _HandoverApplication(self.wsgi)
 
+    # The request head's deadline (WEBSOCKET_HANDSHAKE_TIMEOUT). gunicorn's parser reads the
+    # socket with no timeout at all, in a thread of the pool: a client trickling its headers
+    # would hold that thread forever. The deadline runs from when a thread takes the connection
+    # (gunicorn itself bounds the wait before: its first wait for data, then --keepalive) to
+    # the parsed request; past it the watchdog shuts the socket down, which the parser sees as
+    # the client leaving (logged at debug level only).
+
+    def init_process(self):
+        self._head_watchdog = HeadWatchdog()
+        self._head_watches = threading.local()
+        super().init_process()  # runs the worker
+
+    def handle(self, conn):
+        from ..conf import settings
+
+        seconds = settings.WEBSOCKET_HANDSHAKE_TIMEOUT
+        if seconds is None:
+            return super().handle(conn)
+        watch = self._head_watches.current = self._head_watchdog.watch(conn.sock, seconds)
+        try:
+            return super().handle(conn)
+        finally:
+            self._head_watches.current = None
+            self._head_watchdog.end(watch)
+
+    def _end_head(self):
+        # False when the deadline passed just as the head came in: the socket is shut already.
+        watch = getattr(self._head_watches, "current", None)
+        return watch is None or self._head_watchdog.end(watch)
+
+    def handle_h2c_upgrade(self, conn, req, settings):
+        return super().handle_h2c_upgrade(conn, req, settings) if self._end_head() else False
+
+    def handle_http2(self, conn):
+        return super().handle_http2(conn) if self._end_head() else False
+
     def handle_request(self, req, conn):
+        if not self._end_head():
+            return False
         if not isinstance(conn.sock, _UpgradableSocket):
             conn.sock = _UpgradableSocket(conn.sock, conn)
         keepalive = super().handle_request(req, conn)
@@ -152,11 +226,59 @@ class ThreadWorker(_ClosesWebSocketsOnExit, _GunicornThreadWorker):
 # --- gevent ----------------------------------------------------------------------------------
 
 
-def _gevent_worker():
+def _gevent_worker_base():
     import gevent
+
+    from .gevent import untrack_greenlet_tree
+
+    class GeventWorkerMixin(_ClosesWebSocketsOnExit):
+        def init_process(self):
+            untrack_greenlet_tree()
+            super().init_process()
+
+        def close_websockets_later(self):
+            # The signal handler runs in the event loop, where starting a thread (which waits
+            # for it to start) may not block: a greenlet does it.
+            gevent.spawn(_close_websockets)
+
+        def load_wsgi(self):
+            super().load_wsgi()
+            self.wsgi = self.wrap_application(self.wsgi)
+            if self.max_requests < sys.maxsize:
+                self.wsgi = _counting_requests(self, self.wsgi)
+
+        def wrap_application(self, application):
+            return application
+
+        @classmethod
+        def check_config(cls, cfg, log):
+            log.info(
+                "django_websocket %s: at most %d connections (WebSockets included) per "
+                "worker (--worker-connections); mind the open-file limit (ulimit -n).",
+                cls.__name__,
+                cfg.worker_connections,
+            )
+
+    return GeventWorkerMixin
+
+
+def _counting_requests(worker, application):
+    # gunicorn's pywsgi-based gevent workers hand requests to pywsgi, which does not count
+    # them: without this, --max-requests would never restart the worker.
+    def counted(environ, start_response):
+        worker.nr += 1
+        if worker.nr >= worker.max_requests and worker.alive:
+            worker.log.info("Autorestarting worker after current request.")
+            worker.alive = False
+        return application(environ, start_response)
+
+    return counted
+
+
+def _gevent_worker():
     from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIHandler
 
-    from .gevent import WebSocketHandlerMixin, untrack_greenlet_tree
+    from .gevent import WebSocketHandlerMixin
 
     class WebSocketPyWSGIHandler(WebSocketHandlerMixin, PyWSGIHandler):
         """gunicorn's pywsgi handler (its access log), able to hand a connection over."""
@@ -164,7 +286,7 @@ def _gevent_worker():
         # gunicorn's access log format may print request headers.
         keep_request_headers = True
 
-    class GeventWorker(_ClosesWebSocketsOnExit, GeventPyWSGIWorker):
+    class GeventWorker(_gevent_worker_base(), GeventPyWSGIWorker):
         """gunicorn's gevent (pywsgi) worker, able to hand a connection to a WebSocket view.
 
         One greenlet per connection; ``--worker-connections`` (default 1000) caps the
@@ -173,31 +295,38 @@ def _gevent_worker():
 
         wsgi_handler = WebSocketPyWSGIHandler
 
-        def init_process(self):
-            untrack_greenlet_tree()
-            super().init_process()
-
-        def close_websockets_later(self):
-            # The signal handler runs in the event loop, where starting a thread (which waits
-            # for it to start) may not block: a greenlet does it.
-            gevent.spawn(close_all)
-
-        @classmethod
-        def check_config(cls, cfg, log):
-            log.info(
-                "django_websocket GeventWorker: at most %d connections (WebSockets included) per "
-                "worker (--worker-connections); mind the open-file limit (ulimit -n).",
-                cfg.worker_connections,
-            )
-
-    GeventWorker.__module__ = __name__
-    GeventWorker.__qualname__ = "GeventWorker"
     return GeventWorker
 
 
+def _geventwebsocket_worker():
+    from geventwebsocket.gunicorn.workers import GeventWebSocketWorker as _Theirs
+
+    from .geventwebsocket import GeventWebSocketAdapter, GeventWebSocketHandler
+
+    class GeventWebSocketWorker(_gevent_worker_base(), _Theirs):
+        """gevent-websocket's gunicorn worker, with a deadline for each request head and its
+        WebSockets closed with 1001 when it stops; the application is wrapped for it (a
+        ``wsgi.py`` that already wraps it works too)."""
+
+        wsgi_handler = GeventWebSocketHandler
+
+        def wrap_application(self, application):
+            if isinstance(application, GeventWebSocketAdapter):
+                return application
+            return GeventWebSocketAdapter(application)
+
+    return GeventWebSocketWorker
+
+
+_BUILDERS = {"GeventWorker": _gevent_worker, "GeventWebSocketWorker": _geventwebsocket_worker}
+
+
 def __getattr__(name):
-    # gunicorn loads "-k module.Class" with getattr: build the gevent worker when asked for.
-    if name == "GeventWorker":
-        worker = globals()["GeventWorker"] = _gevent_worker()
+    # gunicorn loads "-k module.Class" with getattr: build a gevent worker when asked for.
+    if name in _BUILDERS:
+        worker = _BUILDERS[name]()
+        worker.__module__ = __name__
+        worker.__qualname__ = name
+        globals()[name] = worker
         return worker
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -5,11 +5,14 @@ Every option of Django's runserver still works (and staticfiles' when that app i
 """
 
 import atexit
+import os
 import signal
+import subprocess
 import sys
 import threading
 
 from django.apps import apps
+from django.utils import autoreload
 
 from ...conf import settings
 from ...servers.devserver import WebSocketWSGIServer
@@ -19,6 +22,10 @@ if apps.is_installed("django.contrib.staticfiles"):
     from django.contrib.staticfiles.management.commands.runserver import Command as BaseCommand
 else:
     from django.core.management.commands.runserver import Command as BaseCommand
+
+#: Seconds the reloader's parent waits for the server process beyond WEBSOCKET_CLOSE_TIMEOUT
+#: after passing it a SIGTERM or SIGINT: the time for the process itself to stop.
+STOP_SLACK = 2.0
 
 
 class Command(BaseCommand):
@@ -42,9 +49,79 @@ class Command(BaseCommand):
         # WebSocket gets a close frame with 1001 "going away" before the process ends; the
         # connection threads are daemons, still running while atexit handlers run.
         atexit.register(_close_websockets)
-        if threading.current_thread() is threading.main_thread():
+        if _in_main_thread():
             signal.signal(signal.SIGTERM, _exit_on_sigterm)
         return super().handle(*args, **options)
+
+    def run(self, **options):
+        if options["use_reloader"] and os.environ.get(autoreload.DJANGO_AUTORELOAD_ENV) != "true" and _in_main_thread():
+            # The reloader's parent process: it only runs the server in a child and starts it
+            # again after a code change. Django's parent exits at once on SIGTERM, killing the
+            # child (SIGKILL) before it could close its WebSockets.
+            sys.exit(_run_server_process())
+        try:
+            super().run(**options)
+        except KeyboardInterrupt:
+            # A second one, while stopping: on Ctrl-C the terminal signals this process and
+            # the reloader's parent passes the signal on too.
+            pass
+        finally:
+            # Stopping now: the WebSockets are closed next (atexit), which a further signal
+            # must not interrupt; it is bounded by WEBSOCKET_CLOSE_TIMEOUT.
+            if _in_main_thread():
+                for signum in (signal.SIGINT, signal.SIGTERM):
+                    signal.signal(signum, signal.SIG_IGN)
+
+
+class _Stopping(Exception):
+    pass
+
+
+def _run_server_process():
+    """Run the server in a child process, as Django's autoreloader does (again each time it
+    exits with 3, after a code change), and pass SIGTERM and SIGINT on to it; then wait for it,
+    up to WEBSOCKET_CLOSE_TIMEOUT plus a little, while it closes its WebSockets. Return its exit
+    status."""
+    args = autoreload.get_child_arguments()
+    env = {**os.environ, autoreload.DJANGO_AUTORELOAD_ENV: "true"}
+    state = {"child": None, "signal": None, "waiting": False}
+
+    def pass_on(signum, frame):
+        first = state["signal"] is None
+        state["signal"] = signum
+        child = state["child"]
+        if child is not None and child.returncode is None:
+            child.send_signal(signum)
+        if first and state["waiting"]:
+            raise _Stopping  # out of the unbounded wait below
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, pass_on)
+    while True:
+        child = state["child"] = subprocess.Popen(args, env=env, close_fds=False)
+        if state["signal"] is not None:  # arrived while starting it
+            child.send_signal(state["signal"])
+            break
+        state["waiting"] = True
+        try:
+            returncode = child.wait()
+        except _Stopping:
+            break
+        finally:
+            state["waiting"] = False
+        if state["signal"] is not None:
+            break
+        if returncode != 3:
+            return returncode
+    try:
+        return child.wait(timeout=settings.WEBSOCKET_CLOSE_TIMEOUT + STOP_SLACK)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        return child.wait()
+
+
+def _in_main_thread():
+    return threading.current_thread() is threading.main_thread()
 
 
 def _exit_on_sigterm(signum, frame):
