@@ -52,6 +52,7 @@ NEEDS = (
     (r"python -m django_websocket\.servers\.geventwebsocket\b", {"gevent-websocket"}),
     (r"gunicorn -k django_websocket\.servers\.gunicorn\.GeventWorker\b", {"gunicorn", "gevent"}),
     (r"gunicorn -k django_websocket\.servers\.gunicorn\.ThreadWorker\b", {"gunicorn"}),
+    (r"gunicorn -k django_websocket\.servers\.gunicorn\.GeventWebSocketWorker\b", {"gunicorn", "gevent-websocket"}),
     (r"gunicorn -k geventwebsocket\.gunicorn\.workers\.GeventWebSocketWorker\b", {"gunicorn", "gevent-websocket"}),
 )
 # gevent-websocket's worker serves the application of a wsgi.py wrapped as this page shows.
