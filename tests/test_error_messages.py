@@ -3,6 +3,9 @@ sees it: the output of the real command, the log of the real server.
 
 * django_websocket listed below ``django.contrib.staticfiles``: the first line ``runserver``
   prints says so (before ``unrecognized arguments: --multithreaded``), W001 in the same words;
+* a handshake on a server that cannot upgrade: the 501's log line (and body) name the fix for
+  that server: Django's runserver without the app or with it shadowed, gunicorn's sync worker,
+  gunicorn's own gevent worker;
 """
 
 import shutil
@@ -16,6 +19,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from tests import quickstart, servers
+from tests.rawclient import RawClient
 
 TIMEOUT = 30
 # What the quickstart appends to settings.py, and what a project with the wrong order has.
@@ -111,3 +115,110 @@ def test_the_system_check_gives_the_same_fix(projects):
     assert f"HINT: L{SHADOW_FIX[1:]}." in result.stdout, result.stdout
     # Not the start-up line: the command run is not runserver.
     assert "django_websocket: runserver here" not in result.stdout
+
+
+def test_shadowed_runserver_says_the_fix_first_and_in_each_501(projects):
+    # Without --multithreaded staticfiles' runserver starts, and cannot upgrade.
+    env, project = projects
+    port = servers.free_port()
+    with quickstart.Server(f"python manage.py runserver 127.0.0.1:{port}", project["after"], env) as server:
+        response = refused(port, server)
+        assert response.status_code == 501
+        assert response.body.decode() == (
+            "This server cannot upgrade connections to WebSocket: list 'django_websocket' above "
+            "'django.contrib.staticfiles' in INSTALLED_APPS.\n"
+        )
+        wait_for_text(server, "refused with 501")
+        output = server.output()
+    assert output.splitlines()[0] == START_LINE, output
+    # Once: the autoreloader's server process does not say it again (its W001 does).
+    assert lines_with(output, "django_websocket: runserver here") == [START_LINE], output
+    assert lines_with(output, "refused with 501") == [
+        "WebSocket request to /echo refused with 501: this server cannot upgrade connections; this is "
+        f"the runserver of 'django.contrib.staticfiles', which shadows django_websocket's: {SHADOW_FIX}"
+    ], output
+
+# --- 2. the 501 of a server that cannot upgrade ----------------------------------------------
+
+
+def test_runserver_without_the_app_names_the_installed_apps_line(projects):
+    env, project = projects
+    port = servers.free_port()
+    with quickstart.Server(f"python manage.py runserver 127.0.0.1:{port}", project["without"], env) as server:
+        response = refused(port, server)
+        assert response.status_code == 501
+        assert response.body.decode() == (
+            "This server cannot upgrade connections to WebSocket: add 'django_websocket' first in INSTALLED_APPS.\n"
+        )
+        wait_for_text(server, "refused with 501")
+        output = server.output()
+    assert lines_with(output, "refused with 501") == [
+        "WebSocket request to /echo refused with 501: this server cannot upgrade connections; this is "
+        f"Django's runserver, and django_websocket's replaces it only when the app is installed, first: {FIX_LINE}"
+    ], output
+
+
+GUNICORN_SYNC_FIX = (
+    "-k django_websocket.servers.gunicorn.ThreadWorker --threads N or -k django_websocket.servers.gunicorn.GeventWorker"
+)
+
+
+@pytest.mark.parametrize(
+    "worker, log, body",
+    [
+        (
+            "sync",
+            "gunicorn's sync (and gthread) worker cannot hand a connection over: run gunicorn with "
+            f"{GUNICORN_SYNC_FIX} (each open WebSocket holds one of a ThreadWorker's N threads; a "
+            "GeventWorker holds thousands)",
+            f"run gunicorn with {GUNICORN_SYNC_FIX}",
+        ),
+        (
+            "gevent",
+            "gunicorn's own gevent worker cannot hand a connection over: run gunicorn with "
+            "-k django_websocket.servers.gunicorn.GeventWorker (the same gevent worker, able to)",
+            "run gunicorn with -k django_websocket.servers.gunicorn.GeventWorker",
+        ),
+    ],
+)
+def test_gunicorns_own_workers_name_ours(worker, log, body):
+    server = servers._gunicorn(f"gunicorn-{worker}", worker, "tests.wsgi")(workers=1)
+    try:
+        response = refused(server.port, server)
+        assert response.status_code == 501
+        assert response.body.decode() == f"This server cannot upgrade connections to WebSocket: {body}.\n"
+        wait_for_text(server, "refused with 501")
+    finally:
+        server.stop()
+    assert lines_with(server.output(), "refused with 501") == [
+        f"WebSocket request to /echo refused with 501: this server cannot upgrade connections; {log}"
+    ], server.output()
+
+
+def test_any_other_wsgi_server_gets_the_list_of_servers():
+    # wsgiref's server, which Django's runserver is built on, outside runserver.
+    port = servers.free_port()
+    script = (
+        "import sys; from wsgiref.simple_server import make_server; from tests.wsgi import application; "
+        "make_server('127.0.0.1', int(sys.argv[1]), application).serve_forever()"
+    )
+    server = servers.ServerProcess("wsgiref", [sys.executable, "-c", script, str(port)], port)
+    try:
+        # It answers in HTTP/1.0, which a WebSocket client does not read: a raw one does.
+        with RawClient("127.0.0.1", port) as client:
+            status, _, body = client.request("/echo")
+        assert status == 501
+        assert body.decode() == (
+            "This server cannot upgrade connections to WebSocket: see the server's log for the servers that can.\n"
+        )
+        wait_for_text(server, "refused with 501")
+    finally:
+        server.stop()
+    assert lines_with(server.output(), "refused with 501") == [
+        "WebSocket request to /echo refused with 501: this server cannot upgrade connections; serve the "
+        "project with one of django_websocket's runserver (development), python -m "
+        "django_websocket.servers.gevent (or manage.py rungevent), gunicorn -k "
+        "django_websocket.servers.gunicorn.GeventWorker, -k django_websocket.servers.gunicorn.ThreadWorker "
+        "--threads N or -k django_websocket.servers.gunicorn.GeventWebSocketWorker, or an ASGI server with "
+        "django_websocket.asgi.get_asgi_application()"
+    ], server.output()
