@@ -6,12 +6,15 @@ sees it: the output of the real command, the log of the real server.
 * a handshake on a server that cannot upgrade: the 501's log line (and body) name the fix for
   that server: Django's runserver without the app or with it shadowed, gunicorn's sync worker,
   gunicorn's own gevent worker;
+* the in-memory group backend under several gunicorn workers: a warning at start-up;
 """
 
+import json
 import shutil
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -222,3 +225,57 @@ def test_any_other_wsgi_server_gets_the_list_of_servers():
         "--threads N or -k django_websocket.servers.gunicorn.GeventWebSocketWorker, or an ASGI server with "
         "django_websocket.asgi.get_asgi_application()"
     ], server.output()
+
+# --- 3. the in-memory group backend under several workers ------------------------------------
+
+MEMORY_WARNING = "WEBSOCKET_GROUPS uses the in-memory backend"
+
+
+def _both_workers_loaded(server, timeout=TIMEOUT):
+    """Wait until two distinct worker processes have answered: both have loaded the
+    application, so each has said at boot what it had to say."""
+    pids, deadline = set(), time.monotonic() + timeout
+    while len(pids) < 2:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"only workers {pids} answered within {timeout}s:\n{server.output()}")
+        with urllib.request.urlopen(server.http_url + "/pid", timeout=5) as response:
+            pids.add(response.read())
+    return pids
+
+
+@pytest.mark.parametrize("worker", ["gunicorn-gthread", "gunicorn-gevent"])
+def test_memory_backend_under_two_workers_is_warned_once(worker):
+    server = servers.SERVERS[worker](workers=2)
+    try:
+        _both_workers_loaded(server)
+    finally:
+        server.stop()
+    warnings = lines_with(server.output(), MEMORY_WARNING)
+    assert len(warnings) == 1, server.output()
+    assert warnings[0].endswith(
+        "[WARNING] django_websocket: WEBSOCKET_GROUPS uses the in-memory backend, which reaches the "
+        "sockets of one worker only, and gunicorn runs 2 workers: a group message sent in one worker "
+        'reaches none of the others\' sockets. Set WEBSOCKET_GROUPS = {"BACKEND": '
+        '"django_websocket.groups.redis.RedisGroupBackend", "LOCATION": "redis://..."} (or run --workers 1).'
+    ), warnings
+
+
+def test_memory_backend_under_one_worker_is_not_warned():
+    server = servers.gunicorn_gthread(workers=1)
+    try:
+        urllib.request.urlopen(server.http_url + "/pid", timeout=10).close()  # the worker is loaded
+    finally:
+        server.stop()
+    assert "Booting worker" in server.output()
+    assert MEMORY_WARNING not in server.output()
+
+
+def test_redis_backend_under_two_workers_is_not_warned():
+    # The backend is only named: nothing connects to Redis before a socket joins a group.
+    groups = {"BACKEND": "django_websocket.groups.redis.RedisGroupBackend", "LOCATION": "redis://127.0.0.1:9/0"}
+    server = servers.gunicorn_gthread(env={"TESTS_SETTINGS_OVERRIDES": json.dumps({"WEBSOCKET_GROUPS": groups})})
+    try:
+        _both_workers_loaded(server)
+    finally:
+        server.stop()
+    assert MEMORY_WARNING not in server.output()
