@@ -7,6 +7,7 @@ sees it: the output of the real command, the log of the real server.
   that server: Django's runserver without the app or with it shadowed, gunicorn's sync worker,
   gunicorn's own gevent worker;
 * the in-memory group backend under several gunicorn workers: a warning at start-up;
+* ``runserver --nothreading``: a warning at start.
 """
 
 import json
@@ -141,6 +142,7 @@ def test_shadowed_runserver_says_the_fix_first_and_in_each_501(projects):
         f"the runserver of 'django.contrib.staticfiles', which shadows django_websocket's: {SHADOW_FIX}"
     ], output
 
+
 # --- 2. the 501 of a server that cannot upgrade ----------------------------------------------
 
 
@@ -226,6 +228,7 @@ def test_any_other_wsgi_server_gets_the_list_of_servers():
         "django_websocket.asgi.get_asgi_application()"
     ], server.output()
 
+
 # --- 3. the in-memory group backend under several workers ------------------------------------
 
 MEMORY_WARNING = "WEBSOCKET_GROUPS uses the in-memory backend"
@@ -279,3 +282,38 @@ def test_redis_backend_under_two_workers_is_not_warned():
     finally:
         server.stop()
     assert MEMORY_WARNING not in server.output()
+
+
+# --- 4. runserver --nothreading --------------------------------------------------------------
+
+NOTHREADING_WARNING = (
+    "django_websocket: --nothreading serves one connection at a time, so while a WebSocket is open "
+    "every other request (pages, static files, other WebSockets) waits for it to close. Drop --nothreading."
+)
+
+
+def _runserver(*options):
+    port = servers.free_port()
+    argv = [sys.executable, "-m", "django", "runserver", *options, f"127.0.0.1:{port}"]
+    return servers.ServerProcess("runserver", argv, port)
+
+
+def test_nothreading_is_warned_once_at_start():
+    # With the autoreloader, as a developer runs it: its server process does not repeat it.
+    server = _runserver("--nothreading")
+    try:
+        wait_for_text(server, "Starting development server")
+    finally:
+        server.stop()
+    output = server.output()
+    assert lines_with(output, "--nothreading serves") == [NOTHREADING_WARNING], output
+    assert output.index(NOTHREADING_WARNING) < output.index("Performing system checks")
+
+
+def test_threading_is_not_warned():
+    server = _runserver("--noreload")
+    try:
+        wait_for_text(server, "Starting development server")
+    finally:
+        server.stop()
+    assert "--nothreading" not in server.output()
