@@ -23,6 +23,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from tests import quickstart, servers
+from tests.docs_commands import ROOT, read_page
 from tests.rawclient import RawClient
 
 TIMEOUT = 30
@@ -34,6 +35,44 @@ SHADOW_FIX = f"list 'django_websocket' above 'django.contrib.staticfiles' in INS
 START_LINE = (
     "django_websocket: runserver here is the command of 'django.contrib.staticfiles', which cannot serve "
     f"WebSocket views (they get 501) and has no --multithreaded: {SHADOW_FIX}"
+)
+# What the 501's log line says after "WebSocket request to /echo refused with 501: this server
+# cannot upgrade connections; ", on each server.
+REFUSED = "WebSocket request to /echo refused with 501: this server cannot upgrade connections; "
+FIX_SHADOWED = (
+    f"this is the runserver of 'django.contrib.staticfiles', which shadows django_websocket's: {SHADOW_FIX}"
+)
+FIX_WITHOUT_APP = (
+    f"this is Django's runserver, and django_websocket's replaces it only when the app is installed, first: {FIX_LINE}"
+)
+GUNICORN_SYNC_FIX = (
+    "-k django_websocket.servers.gunicorn.ThreadWorker --threads N or -k django_websocket.servers.gunicorn.GeventWorker"
+)
+FIX_GUNICORN_SYNC = (
+    "gunicorn's sync (and gthread) worker cannot hand a connection over: run gunicorn with "
+    f"{GUNICORN_SYNC_FIX} (each open WebSocket holds one of a ThreadWorker's N threads; a "
+    "GeventWorker holds thousands)"
+)
+FIX_GUNICORN_GEVENT = (
+    "gunicorn's own gevent worker cannot hand a connection over: run gunicorn with "
+    "-k django_websocket.servers.gunicorn.GeventWorker (the same gevent worker, able to)"
+)
+FIX_OTHER = (
+    "serve the project with one of django_websocket's runserver (development), python -m "
+    "django_websocket.servers.gevent (or manage.py rungevent), gunicorn -k "
+    "django_websocket.servers.gunicorn.GeventWorker, -k django_websocket.servers.gunicorn.ThreadWorker "
+    "--threads N or -k django_websocket.servers.gunicorn.GeventWebSocketWorker, or an ASGI server with "
+    "django_websocket.asgi.get_asgi_application()"
+)
+MEMORY_WARNING = (
+    "[WARNING] django_websocket: WEBSOCKET_GROUPS uses the in-memory backend, which reaches the "
+    "sockets of one worker only, and gunicorn runs 2 workers: a group message sent in one worker "
+    'reaches none of the others\' sockets. Set WEBSOCKET_GROUPS = {"BACKEND": '
+    '"django_websocket.groups.redis.RedisGroupBackend", "LOCATION": "redis://..."} (or run --workers 1).'
+)
+NOTHREADING_WARNING = (
+    "django_websocket: --nothreading serves one connection at a time, so while a WebSocket is open "
+    "every other request (pages, static files, other WebSockets) waits for it to close. Drop --nothreading."
 )
 
 
@@ -137,10 +176,7 @@ def test_shadowed_runserver_says_the_fix_first_and_in_each_501(projects):
     assert output.splitlines()[0] == START_LINE, output
     # Once: the autoreloader's server process does not say it again (its W001 does).
     assert lines_with(output, "django_websocket: runserver here") == [START_LINE], output
-    assert lines_with(output, "refused with 501") == [
-        "WebSocket request to /echo refused with 501: this server cannot upgrade connections; this is "
-        f"the runserver of 'django.contrib.staticfiles', which shadows django_websocket's: {SHADOW_FIX}"
-    ], output
+    assert lines_with(output, "refused with 501") == [REFUSED + FIX_SHADOWED], output
 
 
 # --- 2. the 501 of a server that cannot upgrade ----------------------------------------------
@@ -157,33 +193,14 @@ def test_runserver_without_the_app_names_the_installed_apps_line(projects):
         )
         wait_for_text(server, "refused with 501")
         output = server.output()
-    assert lines_with(output, "refused with 501") == [
-        "WebSocket request to /echo refused with 501: this server cannot upgrade connections; this is "
-        f"Django's runserver, and django_websocket's replaces it only when the app is installed, first: {FIX_LINE}"
-    ], output
-
-
-GUNICORN_SYNC_FIX = (
-    "-k django_websocket.servers.gunicorn.ThreadWorker --threads N or -k django_websocket.servers.gunicorn.GeventWorker"
-)
+    assert lines_with(output, "refused with 501") == [REFUSED + FIX_WITHOUT_APP], output
 
 
 @pytest.mark.parametrize(
     "worker, log, body",
     [
-        (
-            "sync",
-            "gunicorn's sync (and gthread) worker cannot hand a connection over: run gunicorn with "
-            f"{GUNICORN_SYNC_FIX} (each open WebSocket holds one of a ThreadWorker's N threads; a "
-            "GeventWorker holds thousands)",
-            f"run gunicorn with {GUNICORN_SYNC_FIX}",
-        ),
-        (
-            "gevent",
-            "gunicorn's own gevent worker cannot hand a connection over: run gunicorn with "
-            "-k django_websocket.servers.gunicorn.GeventWorker (the same gevent worker, able to)",
-            "run gunicorn with -k django_websocket.servers.gunicorn.GeventWorker",
-        ),
+        ("sync", FIX_GUNICORN_SYNC, f"run gunicorn with {GUNICORN_SYNC_FIX}"),
+        ("gevent", FIX_GUNICORN_GEVENT, "run gunicorn with -k django_websocket.servers.gunicorn.GeventWorker"),
     ],
 )
 def test_gunicorns_own_workers_name_ours(worker, log, body):
@@ -195,9 +212,7 @@ def test_gunicorns_own_workers_name_ours(worker, log, body):
         wait_for_text(server, "refused with 501")
     finally:
         server.stop()
-    assert lines_with(server.output(), "refused with 501") == [
-        f"WebSocket request to /echo refused with 501: this server cannot upgrade connections; {log}"
-    ], server.output()
+    assert lines_with(server.output(), "refused with 501") == [REFUSED + log], server.output()
 
 
 def test_any_other_wsgi_server_gets_the_list_of_servers():
@@ -219,19 +234,12 @@ def test_any_other_wsgi_server_gets_the_list_of_servers():
         wait_for_text(server, "refused with 501")
     finally:
         server.stop()
-    assert lines_with(server.output(), "refused with 501") == [
-        "WebSocket request to /echo refused with 501: this server cannot upgrade connections; serve the "
-        "project with one of django_websocket's runserver (development), python -m "
-        "django_websocket.servers.gevent (or manage.py rungevent), gunicorn -k "
-        "django_websocket.servers.gunicorn.GeventWorker, -k django_websocket.servers.gunicorn.ThreadWorker "
-        "--threads N or -k django_websocket.servers.gunicorn.GeventWebSocketWorker, or an ASGI server with "
-        "django_websocket.asgi.get_asgi_application()"
-    ], server.output()
+    assert lines_with(server.output(), "refused with 501") == [REFUSED + FIX_OTHER], server.output()
 
 
 # --- 3. the in-memory group backend under several workers ------------------------------------
 
-MEMORY_WARNING = "WEBSOCKET_GROUPS uses the in-memory backend"
+MEMORY_BACKEND = "WEBSOCKET_GROUPS uses the in-memory backend"
 
 
 def _both_workers_loaded(server, timeout=TIMEOUT):
@@ -253,14 +261,9 @@ def test_memory_backend_under_two_workers_is_warned_once(worker):
         _both_workers_loaded(server)
     finally:
         server.stop()
-    warnings = lines_with(server.output(), MEMORY_WARNING)
+    warnings = lines_with(server.output(), MEMORY_BACKEND)
     assert len(warnings) == 1, server.output()
-    assert warnings[0].endswith(
-        "[WARNING] django_websocket: WEBSOCKET_GROUPS uses the in-memory backend, which reaches the "
-        "sockets of one worker only, and gunicorn runs 2 workers: a group message sent in one worker "
-        'reaches none of the others\' sockets. Set WEBSOCKET_GROUPS = {"BACKEND": '
-        '"django_websocket.groups.redis.RedisGroupBackend", "LOCATION": "redis://..."} (or run --workers 1).'
-    ), warnings
+    assert warnings[0].endswith(MEMORY_WARNING), warnings
 
 
 def test_memory_backend_under_one_worker_is_not_warned():
@@ -270,7 +273,7 @@ def test_memory_backend_under_one_worker_is_not_warned():
     finally:
         server.stop()
     assert "Booting worker" in server.output()
-    assert MEMORY_WARNING not in server.output()
+    assert MEMORY_BACKEND not in server.output()
 
 
 def test_redis_backend_under_two_workers_is_not_warned():
@@ -281,16 +284,10 @@ def test_redis_backend_under_two_workers_is_not_warned():
         _both_workers_loaded(server)
     finally:
         server.stop()
-    assert MEMORY_WARNING not in server.output()
+    assert MEMORY_BACKEND not in server.output()
 
 
 # --- 4. runserver --nothreading --------------------------------------------------------------
-
-NOTHREADING_WARNING = (
-    "django_websocket: --nothreading serves one connection at a time, so while a WebSocket is open "
-    "every other request (pages, static files, other WebSockets) waits for it to close. Drop --nothreading."
-)
-
 
 def _runserver(*options):
     port = servers.free_port()
@@ -317,3 +314,34 @@ def test_threading_is_not_warned():
     finally:
         server.stop()
     assert "--nothreading" not in server.output()
+
+
+# --- where users look for them ----------------------------------------------------------------
+
+DOCS = {
+    "docs/reference/runserver.rst": [
+        START_LINE, REFUSED + FIX_SHADOWED, REFUSED + FIX_WITHOUT_APP, NOTHREADING_WARNING,
+    ],  # fmt: skip
+    "docs/howto/deployment/runserver.rst": [START_LINE, REFUSED + FIX_WITHOUT_APP, NOTHREADING_WARNING],
+    "docs/howto/deployment/gunicorn.rst": [REFUSED + FIX_GUNICORN_SYNC, REFUSED + FIX_GUNICORN_GEVENT, MEMORY_WARNING],
+    "docs/howto/deployment/gevent.rst": [REFUSED + FIX_OTHER],
+    "docs/howto/deployment/checklist.rst": [REFUSED + FIX_GUNICORN_GEVENT],
+    "docs/topics/groups.rst": [MEMORY_WARNING],
+}
+
+
+@pytest.mark.parametrize("page", sorted(DOCS))
+def test_the_docs_show_each_message_as_printed(page):
+    """Each message, as the real runs above print it, in a code block of the page where a user
+    who sees it looks: a changed wording must change the docs too."""
+    blocks = [text for _, text in read_page(ROOT / page).blocks]
+    missing = [message for message in DOCS[page] if not any(message in block for block in blocks)]
+    assert not missing, f"{page} does not show: {missing}"
+
+
+def test_the_lifecycle_table_gives_each_501_fix():
+    # A table cell wraps its text: compared with the whitespace of both made single spaces.
+    text = " ".join((ROOT / "docs/topics/lifecycle.rst").read_text(encoding="utf-8").split())
+    assert REFUSED.strip() in text
+    for fix in (FIX_WITHOUT_APP, FIX_SHADOWED, FIX_GUNICORN_SYNC, FIX_GUNICORN_GEVENT, FIX_OTHER):
+        assert f"``{fix}``" in text, fix
