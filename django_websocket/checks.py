@@ -52,9 +52,12 @@ def warn_if_runserver_is_shadowed():
     system checks say it again as W001), and when W001 is silenced: the project then uses
     another development server on purpose.
     """
+    if sys.argv[1:2] != ["runserver"]:
+        return
     from django.conf import settings
+    from django.utils.autoreload import DJANGO_AUTORELOAD_ENV
 
-    if sys.argv[1:2] != ["runserver"] or os.environ.get("RUN_MAIN") == "true":
+    if os.environ.get(DJANGO_AUTORELOAD_ENV) == "true":
         return
     if W001 in getattr(settings, "SILENCED_SYSTEM_CHECKS", ()):
         return

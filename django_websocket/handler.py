@@ -260,10 +260,11 @@ def _upgrade_fix(environ):
                 "add 'django_websocket' first in INSTALLED_APPS",
             )
         owner = runserver_owner()
-        return (
-            f"this is the runserver of {owner!r}, which shadows django_websocket's: {shadowing_fix(owner)}",
-            f"list 'django_websocket' above {owner!r} in INSTALLED_APPS",
-        )
+        if owner not in (None, "django_websocket"):
+            return (
+                f"this is the runserver of {owner!r}, which shadows django_websocket's: {shadowing_fix(owner)}",
+                f"list 'django_websocket' above {owner!r} in INSTALLED_APPS",
+            )
     return (f"serve the project with one of {SUPPORTED_SERVERS}", "see the server's log for the servers that can")
 
 
