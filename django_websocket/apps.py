@@ -6,4 +6,9 @@ class WebSocketConfig(AppConfig):
     verbose_name = "WebSocket"
 
     def ready(self):
-        from . import checks  # noqa: F401  (registers the system checks)
+        from django.core import checks as django_checks
+
+        from . import checks
+
+        django_checks.register(checks.check_runserver)
+        checks.warn_if_runserver_is_shadowed()

@@ -1,20 +1,71 @@
-"""System checks of django-websocket."""
+"""System checks of django-websocket, and the words shared with the other messages about the
+same mistake (the start-up line of ``runserver``, the 501's log line).
+
+Nothing is registered on import: the app's ``ready()`` registers the checks, so that the
+handler can use the helpers below in a project that does not install the app.
+"""
+
+import os
+import sys
 
 from django.core import checks
 from django.core.management import get_commands
 
+W001 = "django_websocket.W001"
 
-@checks.register()
+#: The one line of settings that puts the app where its commands win.
+INSTALLED_APPS_LINE = 'INSTALLED_APPS = ["django_websocket", ...]'
+
+
+def runserver_owner():
+    """The app whose ``runserver`` Django runs (the first app listed that has one), e.g.
+    ``"django_websocket"``, ``"django.contrib.staticfiles"`` or ``"django.core"``."""
+    return get_commands().get("runserver")
+
+
+def shadowing_fix(owner, verb="list"):
+    """What to do when ``owner``'s runserver shadows ours, in the same words everywhere."""
+    return f"{verb} 'django_websocket' above {owner!r} in INSTALLED_APPS: {INSTALLED_APPS_LINE}"
+
+
 def check_runserver(app_configs, **kwargs):
     """django_websocket.W001: another app's ``runserver`` shadows ours (the first app listed wins)."""
-    owner = get_commands().get("runserver")
+    owner = runserver_owner()
     if owner in (None, "django_websocket"):
         return []
     return [
         checks.Warning(
             f"The runserver command of {owner!r} shadows django_websocket's, so the development "
-            "server will refuse WebSocket connections.",
-            hint=f"List 'django_websocket' above {owner!r} in INSTALLED_APPS.",
-            id="django_websocket.W001",
+            "server will refuse WebSocket connections (501) and reject --multithreaded.",
+            hint=shadowing_fix(owner, "List") + ".",
+            id=W001,
         )
     ]
+
+
+def warn_if_runserver_is_shadowed():
+    """When the command being run is ``runserver`` and it is another app's, say so on stderr
+    before that command parses its arguments: its first words would otherwise be
+    ``unrecognized arguments: --multithreaded``, or nothing at all until the first 501.
+
+    Skipped in the autoreloader's child process (the parent said it already, and the child's
+    system checks say it again as W001), and when W001 is silenced: the project then uses
+    another development server on purpose.
+    """
+    if sys.argv[1:2] != ["runserver"]:
+        return
+    from django.conf import settings
+    from django.utils.autoreload import DJANGO_AUTORELOAD_ENV
+
+    if os.environ.get(DJANGO_AUTORELOAD_ENV) == "true":
+        return
+    if W001 in getattr(settings, "SILENCED_SYSTEM_CHECKS", ()):
+        return
+    owner = runserver_owner()
+    if owner in (None, "django_websocket"):
+        return
+    sys.stderr.write(
+        f"django_websocket: runserver here is the command of {owner!r}, which cannot serve WebSocket views "
+        f"(they get 501) and has no --multithreaded: {shadowing_fix(owner)}\n"
+    )
+    sys.stderr.flush()

@@ -3,6 +3,7 @@ and the middleware, so that each request is set up once and finished once)."""
 
 import asyncio
 import logging
+import sys
 import threading
 
 from django.db import connections
@@ -203,13 +204,68 @@ def _open(request, environ):
         logger.warning("Bad WebSocket handshake for %s: %s", request.path, exc)
         return handshake_error_response(exc)
     if handover is None:
+        fix, short = _upgrade_fix(environ)
         logger.error(
-            "WebSocket request to %s on a server that cannot upgrade connections: run "
-            "django_websocket's runserver, gevent handler or gunicorn worker.",
-            request.path,
+            "WebSocket request to %s refused with 501: this server cannot upgrade connections; %s", request.path, fix
         )
-        return error_response(501, "This server cannot upgrade connections to WebSocket.")
+        return error_response(501, f"This server cannot upgrade connections to WebSocket: {short}.")
     return _create(request, DjangoWebSocket, handshake, handover)
+
+
+#: Every way of serving WebSocket views, for a server that is none of them.
+SUPPORTED_SERVERS = (
+    "django_websocket's runserver (development), python -m django_websocket.servers.gevent "
+    "(or manage.py rungevent), gunicorn -k django_websocket.servers.gunicorn.GeventWorker, "
+    "-k django_websocket.servers.gunicorn.ThreadWorker --threads N or "
+    "-k django_websocket.servers.gunicorn.GeventWebSocketWorker, "
+    "or an ASGI server with django_websocket.asgi.get_asgi_application()"
+)
+
+
+def _upgrade_fix(environ):
+    """What to do about a server that put no handover in the environ: the log line's words and
+    the 501 body's. The server is told by ``SERVER_SOFTWARE`` and by what runs this process:
+    each wrong server has its own one-line fix, which a generic "use a supported server" hides."""
+    software = environ.get("SERVER_SOFTWARE", "")
+    if "gunicorn" in software:
+        # gunicorn's own gevent workers (-k gevent, -k gevent_pywsgi) patch before loading the
+        # application; its sync and gthread workers leave the modules alone.
+        monkey = sys.modules.get("gevent.monkey")
+        if monkey is not None and monkey.is_module_patched("socket"):
+            worker = "-k django_websocket.servers.gunicorn.GeventWorker"
+            return (
+                f"gunicorn's own gevent worker cannot hand a connection over: run gunicorn with {worker} "
+                "(the same gevent worker, able to)",
+                f"run gunicorn with {worker}",
+            )
+        workers = (
+            "-k django_websocket.servers.gunicorn.ThreadWorker --threads N "
+            "or -k django_websocket.servers.gunicorn.GeventWorker"
+        )
+        return (
+            f"gunicorn's sync (and gthread) worker cannot hand a connection over: run gunicorn with {workers} "
+            "(each open WebSocket holds one of a ThreadWorker's N threads; a GeventWorker holds thousands)",
+            f"run gunicorn with {workers}",
+        )
+    if software.startswith("WSGIServer/") and sys.argv[1:2] == ["runserver"]:
+        # Django's runserver (wsgiref's server), not ours: ours puts a handover in every environ.
+        from django.apps import apps
+
+        from .checks import INSTALLED_APPS_LINE, runserver_owner, shadowing_fix
+
+        if not apps.is_installed("django_websocket"):
+            return (
+                "this is Django's runserver, and django_websocket's replaces it only when the app is "
+                f"installed, first: {INSTALLED_APPS_LINE}",
+                "add 'django_websocket' first in INSTALLED_APPS",
+            )
+        owner = runserver_owner()
+        if owner not in (None, "django_websocket"):
+            return (
+                f"this is the runserver of {owner!r}, which shadows django_websocket's: {shadowing_fix(owner)}",
+                f"list 'django_websocket' above {owner!r} in INSTALLED_APPS",
+            )
+    return (f"serve the project with one of {SUPPORTED_SERVERS}", "see the server's log for the servers that can")
 
 
 def _create(request, cls, handshake, handover):

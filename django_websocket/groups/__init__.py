@@ -51,6 +51,15 @@ def _config():
     return cls, {**getattr(cls, "default_config", {}), **config}
 
 
+def uses_memory_backend():
+    """Whether ``WEBSOCKET_GROUPS`` names the in-memory backend (or a subclass): one that
+    reaches the sockets of this process only. Servers that run several processes warn then."""
+    from .memory import MemoryGroupBackend
+
+    cls, _ = _config()
+    return isinstance(cls, type) and issubclass(cls, MemoryGroupBackend)
+
+
 def get_backend():
     """The group backend of this process, built from ``WEBSOCKET_GROUPS`` (read at each call:
     a change of the setting, or a fork, gives a new backend)."""

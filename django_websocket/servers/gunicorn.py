@@ -75,6 +75,33 @@ def _close_websockets():
     close_all(timeout=settings.WEBSOCKET_CLOSE_TIMEOUT)
 
 
+def _warn_if_groups_stay_in_one_worker(worker):
+    """At the first worker's boot (once per arbiter: the first worker it spawns has age 1), warn
+    that the in-memory group backend cannot reach the sockets of the other workers. Only a
+    worker knows: the settings are read once its application is loaded (the arbiter does not
+    load it, unless --preload), and a group message that silently reaches 1 of N workers'
+    sockets looks like a bug of the view."""
+    if worker.cfg.workers < 2 or worker.age != 1:
+        return
+    from django.conf import settings as django_settings
+
+    from ..groups import uses_memory_backend
+
+    try:
+        if not django_settings.configured or not uses_memory_backend():
+            return
+    except Exception:  # a wrong WEBSOCKET_GROUPS: its own error comes with the first join
+        return
+    worker.log.warning(
+        "django_websocket: WEBSOCKET_GROUPS uses the in-memory backend, which reaches the sockets "
+        "of one worker only, and gunicorn runs %d workers: a group message sent in one worker "
+        "reaches none of the others' sockets. Set WEBSOCKET_GROUPS = {\"BACKEND\": "
+        "\"django_websocket.groups.redis.RedisGroupBackend\", \"LOCATION\": \"redis://...\"} "
+        "(or run --workers 1).",
+        worker.cfg.workers,
+    )
+
+
 # --- gthread ---------------------------------------------------------------------------------
 
 
@@ -175,6 +202,7 @@ class ThreadWorker(_ClosesWebSocketsOnExit, _GunicornThreadWorker):
 
     def load_wsgi(self):
         super().load_wsgi()
+        _warn_if_groups_stay_in_one_worker(self)
         self.wsgi = _HandoverApplication(self.wsgi)
 
     # The request head's deadline (WEBSOCKET_HANDSHAKE_TIMEOUT). gunicorn's parser reads the
@@ -243,6 +271,7 @@ def _gevent_worker_base():
 
         def load_wsgi(self):
             super().load_wsgi()
+            _warn_if_groups_stay_in_one_worker(self)
             self.wsgi = self.wrap_application(self.wsgi)
             if self.max_requests < sys.maxsize:
                 self.wsgi = _counting_requests(self, self.wsgi)

@@ -23,6 +23,13 @@ if apps.is_installed("django.contrib.staticfiles"):
 else:
     from django.core.management.commands.runserver import Command as BaseCommand
 
+#: Printed at start with --nothreading, which the command accepts because Django's does.
+NOTHREADING_WARNING = (
+    "django_websocket: --nothreading serves one connection at a time, so while a WebSocket is "
+    "open every other request (pages, static files, other WebSockets) waits for it to close. "
+    "Drop --nothreading."
+)
+
 #: Seconds the reloader's parent waits for the server process beyond WEBSOCKET_CLOSE_TIMEOUT
 #: after passing it a SIGTERM or SIGINT: the time for the process itself to stop.
 STOP_SLACK = 2.0
@@ -45,6 +52,10 @@ class Command(BaseCommand):
             from django.core.management.base import CommandError
 
             raise CommandError("--multithreaded and --nothreading contradict each other.")
+        if not options.get("use_threading", True) and os.environ.get(autoreload.DJANGO_AUTORELOAD_ENV) != "true":
+            # Said once, by the process the developer started: not again by the autoreloader's
+            # server process at each restart.
+            self.stderr.write(NOTHREADING_WARNING, self.style.WARNING)
         # On Ctrl-C, SIGTERM or an autoreload restart (all end in sys.exit), every open
         # WebSocket gets a close frame with 1001 "going away" before the process ends; the
         # connection threads are daemons, still running while atexit handlers run.
