@@ -28,10 +28,23 @@ def shadowing_fix(owner, verb="list"):
     return f"{verb} 'django_websocket' above {owner!r} in INSTALLED_APPS: {INSTALLED_APPS_LINE}"
 
 
+def serves_websockets(owner):
+    """Whether the runserver of ``owner`` serves WebSocket views: ours, or daphne's when the
+    project's ``ASGI_APPLICATION`` is set (daphne's runserver serves it; with
+    ``django_websocket.asgi.get_asgi_application()`` there, WebSocket views work)."""
+    if owner in (None, "django_websocket"):
+        return True
+    if owner == "daphne":
+        from django.conf import settings
+
+        return bool(getattr(settings, "ASGI_APPLICATION", None))
+    return False
+
+
 def check_runserver(app_configs, **kwargs):
     """django_websocket.W001: another app's ``runserver`` shadows ours (the first app listed wins)."""
     owner = runserver_owner()
-    if owner in (None, "django_websocket"):
+    if serves_websockets(owner):
         return []
     return [
         checks.Warning(
@@ -62,7 +75,7 @@ def warn_if_runserver_is_shadowed():
     if W001 in getattr(settings, "SILENCED_SYSTEM_CHECKS", ()):
         return
     owner = runserver_owner()
-    if owner in (None, "django_websocket"):
+    if serves_websockets(owner):
         return
     sys.stderr.write(
         f"django_websocket: runserver here is the command of {owner!r}, which cannot serve WebSocket views "
