@@ -86,6 +86,9 @@ class ConnectionState(enum.Enum):
     CLOSED = "closed"  # the end: nothing more is read or written
 
 
+_PROTO_OPEN = State.OPEN
+_PROTO_CLOSED = State.CLOSED
+
 CONNECTING = ConnectionState.CONNECTING
 OPEN = ConnectionState.OPEN
 CLOSING = ConnectionState.CLOSING
@@ -436,7 +439,7 @@ class WebSocket:
             self._write(self._proto.send(message))
             if self._out:
                 self._write_out()
-            if self._proto.state is State.CLOSED:
+            if self._state is not OPEN:  # the protocol may be closed: the end may be due
                 self._check_done()
         if self._out:
             self._flush(blocking=False)  # queued while we held the lock (see _flush)
@@ -583,6 +586,7 @@ class WebSocket:
                     return self._pop()
                 if self._messages is not None:
                     self._messages = None
+                    self._queued_bytes = 0
                 if self._state is CLOSED:
                     return None
                 if self._proto.failure_close_pending:
@@ -604,13 +608,14 @@ class WebSocket:
                 self._receive(remaining, True)
 
     def _pop(self):
-        # IndexError when another thread took the last message first.
-        with self._state_lock:
-            messages = self._messages
-            if not messages:
-                raise IndexError("no message")
-            message = messages.popleft()
-            self._queued_bytes -= len(message)
+        # IndexError when another thread took the last message first. No lock: only the reader
+        # appends, and should read() and wait() in two threads both pop, a lost update of the
+        # size is forgotten when the queue next runs empty (wait() resets it).
+        messages = self._messages
+        if not messages:
+            raise IndexError("no message")
+        message = messages.popleft()
+        self._queued_bytes -= len(message)
         return message
 
     def read(self, fallback=None):
@@ -748,9 +753,10 @@ class WebSocket:
                 elif isinstance(event, Close) and proto.failure is not None:
                     failure = proto.failure
                     logger.info("WebSocket %s failed with %s: %s", self.handshake.path, failure.code, failure)
-            if proto.state is not State.OPEN and self._state is OPEN:
+            state = proto.state
+            if state is not _PROTO_OPEN and self._state is OPEN:
                 self._state = CLOSING
-            return bool(self._out) or proto.state is State.CLOSED
+            return self._out is not None or state is _PROTO_CLOSED
 
     def _answer_pings(self, payload):
         # State lock held. A pong answers its ping and every ping sent before it.
