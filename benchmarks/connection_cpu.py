@@ -1,56 +1,92 @@
 """CPU per echo round trip of the connection object alone (django_websocket.websocket), over a
 socket pair in one process with threads: no server, no Django request, no network stack beyond
-the kernel's socket pair. Two checkouts side by side show what a change to websocket.py costs,
-with far less noise than a whole server on a shared machine::
+the kernel's socket pair. Two checkouts run one after the other, several times, show what a
+change to websocket.py costs, with far less noise than a whole server on a shared machine::
 
-    python benchmarks/connection_cpu.py /path/to/old/checkout 20000
-    python benchmarks/connection_cpu.py . 20000
+    python benchmarks/connection_cpu.py /path/to/old/checkout . --rounds 3
 
-It prints the CPU time (both ends, one process) and the wall time per 32-byte round trip.
+It prints, for each checkout and round, the CPU time (both ends, one process) and the wall time
+per 32-byte round trip, then the median CPU time of each checkout and their ratio.
 """
-import os
-import socket
-import sys
-import threading
-import time
 
-root = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else os.getcwd()
-sys.path.insert(0, root)
+import argparse
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+# Run in a subprocess per measurement, so that each checkout's package is the one imported.
+CHILD = r"""
+import os, socket, sys, threading, time
+sys.path.insert(0, sys.argv[1])
 os.environ["DJANGO_WEBSOCKET_PURE_PYTHON"] = "1"
 from django_websocket.frames import Opcode, serialize_frame
 from django_websocket.handshake import Request
 from django_websocket.websocket import Handover, WebSocket
 
-N = int(sys.argv[2]) if len(sys.argv) > 2 else 20000
-a, b = socket.socketpair()
-ws = WebSocket(Request("dGhlIHNhbXBsZSBub25jZQ==", [], [], None, "x", "/"), Handover(lambda: (a, b"")), compression=False, send_timeout=30)
+count = int(sys.argv[2])
+view_end, client = socket.socketpair()
+handshake = Request("dGhlIHNhbXBsZSBub25jZQ==", [], [], None, "x", "/")
+ws = WebSocket(handshake, Handover(lambda: (view_end, b"")), compression=False, send_timeout=30)
 
-def server():
-    for m in ws:
-        ws.send(m)
 
-t = threading.Thread(target=server, daemon=True); t.start()
-# read the 101
+def view():
+    for message in ws:
+        ws.send(message)
+
+
+threading.Thread(target=view, daemon=True).start()
 frame = serialize_frame(Opcode.TEXT, b"x" * 32, mask=b"abcd")
 buf = b""
-def run(n):
+
+
+def round_trips(n):
     global buf
     for _ in range(n):
-        b.sendall(frame)
+        client.sendall(frame)
         while len(buf) < 34:
-            buf += b.recv(65536)
+            buf += client.recv(65536)
         buf = buf[34:]
-# first send triggers accept (wait() accepts)
-b.sendall(frame)
+
+
+client.sendall(frame)  # the view's first wait() accepts: the 101 comes first
 head = b""
 while b"\r\n\r\n" not in head:
-    head += b.recv(65536)
+    head += client.recv(65536)
 buf = head.split(b"\r\n\r\n", 1)[1]
 while len(buf) < 34:
-    buf += b.recv(65536)
+    buf += client.recv(65536)
 buf = buf[34:]
-run(2000)
-c0 = time.process_time(); w0 = time.perf_counter()
-run(N)
-c1 = time.process_time(); w1 = time.perf_counter()
-print(f"{root}: {(c1-c0)/N*1e6:.1f} us CPU per round trip (both ends), {(w1-w0)/N*1e6:.1f} us wall")
+round_trips(2000)
+cpu, wall = time.process_time(), time.perf_counter()
+round_trips(count)
+print((time.process_time() - cpu) / count * 1e6, (time.perf_counter() - wall) / count * 1e6)
+"""
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkouts", nargs="+", help="repository roots to compare")
+    parser.add_argument("--count", type=int, default=20000, help="round trips per measurement")
+    parser.add_argument("--rounds", type=int, default=3)
+    options = parser.parse_args()
+    results = {root: [] for root in options.checkouts}
+    for round_ in range(options.rounds):
+        for root in options.checkouts:
+            path = str(Path(root).resolve())
+            done = subprocess.run(
+                [sys.executable, "-c", CHILD, path, str(options.count)], capture_output=True, text=True, timeout=300
+            )
+            if done.returncode:
+                sys.exit(done.stderr)
+            cpu, wall = map(float, done.stdout.split())
+            results[root].append(cpu)
+            print(f"round {round_ + 1} {root}: {cpu:.1f} us CPU, {wall:.1f} us wall per round trip")
+    medians = {root: statistics.median(values) for root, values in results.items()}
+    first = options.checkouts[0]
+    for root, median in medians.items():
+        print(f"median {root}: {median:.1f} us CPU per round trip ({median / medians[first]:.2f}x {first})")
+
+
+if __name__ == "__main__":
+    main()
