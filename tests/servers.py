@@ -38,10 +38,18 @@ def wait_for_port(port, proc, timeout=20.0):
 class ServerProcess:
     """A server subprocess whose output goes to a file the tests can read."""
 
-    def __init__(self, name, argv, port, env=None, cwd=ROOT, upgrades_before_django=False):
+    def __init__(
+        self, name, argv, port, env=None, cwd=ROOT, upgrades_before_django=False, asgi=False, http_response=True
+    ):
         self.name = name
+        self.argv = argv
         # gevent-websocket's handler sends the 101 before Django runs: refusals become close 1008.
         self.upgrades_before_django = upgrades_before_django
+        # An ASGI server (the events of django_websocket.events, the server framing).
+        self.asgi = asgi
+        # Whether a refusal before the accept reaches the client with its own status and body:
+        # an ASGI server without the websocket.http.response extension answers 403 to all.
+        self.http_response = http_response
         self.port = port
         self.host = "127.0.0.1"
         self.url = f"ws://127.0.0.1:{port}"
@@ -142,10 +150,66 @@ SERVERS = {
 }
 
 
-def uvicorn(env=None):
-    port = free_port()
-    argv = [sys.executable, "-m", "uvicorn", "tests.asgi:application", "--host", "127.0.0.1", "--port", str(port)]
-    return ServerProcess("uvicorn", argv, port, env)
+# --- ASGI servers, each started as its page of docs/howto/deployment/ says ------------------------
+#
+# Each entry starts the test project's asgi.py (tests/asgi.py, django_websocket.asgi) by default;
+# ``app=`` starts another ASGI application on the same server the same way (the bare echo
+# application of compliance/asgi_echo.py, to tell the server's own behaviour from ours), and
+# ``options`` adds command-line options (a limit, a timeout) to the documented command.
+
+APP = "tests.asgi:application"
+BARE_APP = "compliance.asgi_echo:app"
 
 
-SERVERS["uvicorn"] = uvicorn
+def _uvicorn(ws):
+    def argv(app, port):
+        ws_option = [] if ws == "auto" else ["--ws", ws]
+        return ["-m", "uvicorn", app, *ws_option, "--workers", "2", "--host", "127.0.0.1", "--port", str(port)]
+
+    return argv
+
+
+def _daphne(app, port):
+    # daphne runs one process: no workers to ask for.
+    return ["-m", "daphne", "-b", "127.0.0.1", "-p", str(port), app]
+
+
+def _hypercorn(app, port):
+    return ["-m", "hypercorn", "--workers", "2", "--bind", f"127.0.0.1:{port}", app]
+
+
+def _granian(app, port):
+    return [
+        "-m", "granian", "--interface", "asgi", "--workers", "2", "--host", "127.0.0.1", "--port", str(port), app,
+    ]  # fmt: skip
+
+
+def _gunicorn_asgi(app, port):
+    return ["-m", "gunicorn", "-k", "asgi", "--workers", "2", "--bind", f"127.0.0.1:{port}", app]
+
+
+def _asgi(name, argv, *, http_response):
+    def start(env=None, app=APP, options=()):
+        port = free_port()
+        command = [sys.executable, *argv(app, port)]
+        # Options go before the application argument, where every server's parser takes them.
+        command[-1:-1] = list(options)
+        run_env = {"XDG_RUNTIME_DIR": tempfile.mkdtemp(prefix=f"server-{name}-run-"), **(env or {})}
+        return ServerProcess(name, command, port, run_env, asgi=True, http_response=http_response)
+
+    start.server_name = name
+    return start
+
+
+ASGI_SERVERS = {
+    # uvicorn's three WebSocket implementations: "websockets-sansio" is its default ("auto") when
+    # websockets is installed, as the [uvicorn] extra installs it.
+    "uvicorn": _asgi("uvicorn", _uvicorn("auto"), http_response=True),
+    "uvicorn-websockets": _asgi("uvicorn-websockets", _uvicorn("websockets"), http_response=True),
+    "uvicorn-wsproto": _asgi("uvicorn-wsproto", _uvicorn("wsproto"), http_response=True),
+    "daphne": _asgi("daphne", _daphne, http_response=False),
+    "hypercorn": _asgi("hypercorn", _hypercorn, http_response=True),
+    "granian": _asgi("granian", _granian, http_response=True),
+    "gunicorn-asgi": _asgi("gunicorn-asgi", _gunicorn_asgi, http_response=False),
+}
+SERVERS.update(ASGI_SERVERS)
