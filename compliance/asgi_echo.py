@@ -9,7 +9,10 @@ bridge does: the Autobahn counts of ``compliance/bare_asgi.py`` and the checks o
 Every WebSocket path echoes each message with its type (text as text, binary as binary) until
 the client leaves. ``/scope`` first sends one text message, the JSON of what the server put in
 the scope (its ``extensions`` and the offered ``subprotocols``), then echoes. A query string
-``?subprotocol=NAME`` accepts with that subprotocol. Plain HTTP gets ``200 bare asgi echo``.
+``?subprotocol=NAME`` accepts with that subprotocol. ``/close?code=N&reason=R`` sends ``bye``
+and closes with that code and reason; a server that refuses the close event (its ``send()``
+raises) gets the text message ``refused: <the error>`` back instead, and the connection is left
+to the server. Plain HTTP gets ``200 bare asgi echo``.
 Lifespan events are answered; on ``lifespan.shutdown`` the application closes nothing (it keeps
 no list of connections), so what clients get on a server's shutdown is the server's own doing.
 
@@ -47,6 +50,15 @@ async def _websocket(scope, receive, send):
     if "subprotocol" in query:
         accept["subprotocol"] = query["subprotocol"][0]
     await send(accept)
+    if scope.get("path") == "/close":
+        await send({"type": "websocket.send", "text": "bye"})
+        close = {"type": "websocket.close", "code": int(query.get("code", ["1000"])[0])}
+        close["reason"] = query.get("reason", [""])[0]
+        try:
+            await send(close)
+        except Exception as exc:  # reported to the client: what the server refused
+            await send({"type": "websocket.send", "text": f"refused: {exc}"})
+        return
     if scope.get("path") == "/scope":
         report = {
             "extensions": sorted((scope.get("extensions") or {}).keys()),

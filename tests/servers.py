@@ -213,3 +213,50 @@ ASGI_SERVERS = {
     "gunicorn-asgi": _asgi("gunicorn-asgi", _gunicorn_asgi, http_response=False),
 }
 SERVERS.update(ASGI_SERVERS)
+
+# What fails on an ASGI server because of the server's own framing or handshake handling:
+# contract test -> the measured reason. tests/test_contract.py expects these failures (strictly:
+# a server that stops failing makes its test fail, so the entry goes), and
+# tests/test_asgi_servers.py checks each one the same way against the bare echo application on
+# that server (no Django, no code of ours), where it fails too.
+_EARLY_FRAMES = (
+    "{server} drops the frames a client sends right behind its handshake request, before the 101: "
+    "the bare ASGI echo application never receives them either"
+)
+_DAPHNE_EMPTY = (
+    "daphne drops every empty message an application sends (it sends only a truthy 'text' or "
+    "'bytes'): the bare echo application's empty echo never arrives either"
+)
+_DAPHNE_CODES = (
+    "daphne sends only the close codes 1000 and 3000-4999 (its send() raises for the others, for "
+    "the bare application too): our bridge then closes with 1000"
+)
+SERVER_LIMITS = {
+    "uvicorn": {"test_frames_sent_right_behind_the_handshake_are_kept": _EARLY_FRAMES.format(server="uvicorn")},
+    "uvicorn-websockets": {
+        "test_frames_sent_right_behind_the_handshake_are_kept": _EARLY_FRAMES.format(server="uvicorn (websockets)")
+    },
+    "uvicorn-wsproto": {
+        "test_frames_sent_right_behind_the_handshake_are_kept": _EARLY_FRAMES.format(server="uvicorn (wsproto)")
+    },
+    "gunicorn-asgi": {
+        "test_frames_sent_right_behind_the_handshake_are_kept": _EARLY_FRAMES.format(server="gunicorn's asgi worker")
+    },
+    "hypercorn": {
+        "test_frames_sent_right_behind_the_handshake_are_kept": (
+            "hypercorn answers 400 to a handshake request followed by frames before its 101, whatever the "
+            "application (the bare echo application gets the same 400)"
+        )
+    },
+    "daphne": {
+        "test_frames_sent_right_behind_the_handshake_are_kept": _EARLY_FRAMES.format(server="daphne"),
+        "test_echo_text_non_ascii_and_binary": _DAPHNE_EMPTY,
+        "test_no_subprotocol_header_when_none_chosen": _DAPHNE_EMPTY,
+        "test_view_exception_closes_with_1011": _DAPHNE_CODES,
+        "test_message_size_limit_per_view": _DAPHNE_CODES,
+        "test_server_initiated_close_with_code_and_reason": (
+            "daphne drops the reason of every close an application sends (the bare echo application's "
+            "close 4001 'done here' arrives as 4001 with no reason)"
+        ),
+    },
+}
