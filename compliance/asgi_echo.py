@@ -13,7 +13,9 @@ the scope (its ``extensions`` and the offered ``subprotocols``), then echoes. A 
 and closes with that code and reason; a server that refuses the close event (its ``send()``
 raises) gets the text message ``refused: <the error>`` back instead, and the connection is left
 to the server. Plain HTTP gets ``200 bare asgi echo``.
-Lifespan events are answered; on ``lifespan.shutdown`` the application closes nothing (it keeps
+Each ``websocket.disconnect`` event is printed on standard output, with the path and query
+string of its connection, as JSON. Lifespan events are
+answered; on ``lifespan.shutdown`` the application closes nothing (it keeps
 no list of connections), so what clients get on a server's shutdown is the server's own doing.
 
 Standard library only: the Autobahn harness loads it in the server's environment.
@@ -69,6 +71,9 @@ async def _websocket(scope, receive, send):
     while True:
         event = await receive()
         if event["type"] == "websocket.disconnect":
+            # What the server tells of the client's close, for tests/test_asgi_servers.py.
+            where = scope.get("path", "") + "?" + scope.get("query_string", b"").decode("latin-1")
+            print("asgi_echo: websocket.disconnect", where, json.dumps(event, sort_keys=True), flush=True)
             return
         if event["type"] != "websocket.receive":
             continue

@@ -105,8 +105,12 @@ def gevent_websocket(env=None):
     # As docs/howto/deployment/gevent-websocket.rst says.
     port = free_port()
     argv = [
-        sys.executable, "-m", "django_websocket.servers.geventwebsocket", f"127.0.0.1:{port}",
-        "--settings", "tests.settings",
+        sys.executable,
+        "-m",
+        "django_websocket.servers.geventwebsocket",
+        f"127.0.0.1:{port}",
+        "--settings",
+        "tests.settings",
     ]
     return ServerProcess("gevent-websocket", argv, port, env, upgrades_before_django=True)
 
@@ -231,6 +235,14 @@ _DAPHNE_CODES = (
     "daphne sends only the close codes 1000 and 3000-4999 (its send() raises for the others, for "
     "the bare application too): our bridge then closes with 1000"
 )
+_NO_DISCONNECT_REASON = (
+    "{server} gives no reason in websocket.disconnect (the bare echo application is told the client's "
+    "close code, 4002, without its reason)"
+)
+_HYPERCORN_1006 = (
+    "hypercorn gives the code 1006 in websocket.disconnect for a client's clean close (1000 or 4002): the "
+    "bare echo application is told 1006 too"
+)
 SERVER_LIMITS = {
     "uvicorn": {"test_frames_sent_right_behind_the_handshake_are_kept": _EARLY_FRAMES.format(server="uvicorn")},
     "uvicorn-websockets": {
@@ -240,13 +252,21 @@ SERVER_LIMITS = {
         "test_frames_sent_right_behind_the_handshake_are_kept": _EARLY_FRAMES.format(server="uvicorn (wsproto)")
     },
     "gunicorn-asgi": {
-        "test_frames_sent_right_behind_the_handshake_are_kept": _EARLY_FRAMES.format(server="gunicorn's asgi worker")
+        "test_frames_sent_right_behind_the_handshake_are_kept": _EARLY_FRAMES.format(server="gunicorn's asgi worker"),
+        "test_client_close_code_and_reason_reach_the_view": _NO_DISCONNECT_REASON.format(
+            server="gunicorn's asgi worker"
+        ),
+    },
+    "granian": {
+        "test_client_close_code_and_reason_reach_the_view": _NO_DISCONNECT_REASON.format(server="Granian"),
     },
     "hypercorn": {
         "test_frames_sent_right_behind_the_handshake_are_kept": (
             "hypercorn answers 400 to a handshake request followed by frames before its 101, whatever the "
             "application (the bare echo application gets the same 400)"
-        )
+        ),
+        "test_client_close_code_and_reason_reach_the_view": _HYPERCORN_1006,
+        "test_async_for_ends_when_the_client_closes": _HYPERCORN_1006,
     },
     "daphne": {
         "test_frames_sent_right_behind_the_handshake_are_kept": _EARLY_FRAMES.format(server="daphne"),
@@ -258,5 +278,6 @@ SERVER_LIMITS = {
             "daphne drops the reason of every close an application sends (the bare echo application's "
             "close 4001 'done here' arrives as 4001 with no reason)"
         ),
+        "test_client_close_code_and_reason_reach_the_view": _NO_DISCONNECT_REASON.format(server="daphne"),
     },
 }

@@ -12,14 +12,12 @@ Two kinds of checks, over real sockets against each server started as its deploy
 """
 
 import json
-import os
-import signal
 import struct
 import time
 import urllib.parse
+import uuid
 
 import pytest
-from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from tests.rawclient import RawClient
@@ -128,6 +126,31 @@ def _check_close_reason(server):
     assert bare_close(server, 4001, "done here") == ("closed", 4001, "")
 
 
+def bare_disconnect(server, code, reason):
+    """The websocket.disconnect event the bare application got (it prints it) once a client
+    closed with ``code`` and ``reason``."""
+    marker = f"asgi_echo: websocket.disconnect /echo?{uuid.uuid4().hex} "
+    with ws_connect(server, marker.split()[-1]) as ws:
+        ws.send("x")
+        assert ws.recv(timeout=TIMEOUT) == "x"
+        ws.close(code, reason)
+    deadline = time.monotonic() + TIMEOUT
+    while marker not in server.output():
+        assert time.monotonic() < deadline, f"no websocket.disconnect within {TIMEOUT}s:\n{server.output()}"
+        time.sleep(0.05)
+    (line,) = [line for line in server.output().splitlines() if line.startswith(marker)]
+    return json.loads(line[len(marker) :])
+
+
+def _check_disconnect(server):
+    event = bare_disconnect(server, 4002, "client says bye")
+    if server.name == "hypercorn":
+        assert event["code"] == 1006, event
+        assert bare_disconnect(server, 1000, "")["code"] == 1006
+    else:
+        assert event["code"] == 4002 and not event.get("reason"), event
+
+
 # Contract test -> the same check against the bare application.
 BARE_CHECKS = {
     "test_frames_sent_right_behind_the_handshake_are_kept": _check_early_frames,
@@ -136,6 +159,8 @@ BARE_CHECKS = {
     "test_view_exception_closes_with_1011": _check_close_code,
     "test_message_size_limit_per_view": _check_close_code,
     "test_server_initiated_close_with_code_and_reason": _check_close_reason,
+    "test_client_close_code_and_reason_reach_the_view": _check_disconnect,
+    "test_async_for_ends_when_the_client_closes": _check_disconnect,
 }
 LIMITS = [(name, test) for name, tests in sorted(SERVER_LIMITS.items()) for test in sorted(tests)]
 
@@ -170,5 +195,7 @@ def test_the_bare_checks_pass_where_the_server_has_no_such_limit(name):
         assert bare_empty_message_echoed(server)
         assert bare_close(server, 1011) == ("closed", 1011, "")
         assert bare_close(server, 4001, "done here") == ("closed", 4001, "done here")
+        if name == "uvicorn":
+            assert bare_disconnect(server, 4002, "client says bye")["reason"] == "client says bye"
     finally:
         server.stop()

@@ -14,21 +14,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from tests.rawclient import RawClient
-from tests.servers import SERVER_LIMITS
 
 TIMEOUT = 10
-
-
-@pytest.fixture(autouse=True)
-def _server_limit(request):
-    """A test that fails on a server because of the server's own framing or handshake handling
-    (tests/servers.py's SERVER_LIMITS, each shown with a bare ASGI application by
-    tests/test_asgi_servers.py) is an expected failure there, strictly."""
-    callspec = getattr(request.node, "callspec", None)
-    name = callspec.params.get("server") if callspec else None
-    reason = SERVER_LIMITS.get(name, {}).get(request.node.originalname)
-    if reason:
-        request.node.add_marker(pytest.mark.xfail(reason=reason, strict=True))
 
 
 def ws_connect(server, path, **kwargs):
