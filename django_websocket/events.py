@@ -477,6 +477,14 @@ class _EventWebSocket:
             except (asyncio.CancelledError, Exception):
                 pass
 
+    def _cancelled(self):
+        """On the loop, when the server cancelled the connection's task: the connection is over
+        (the server will send nothing more of ours); wake the view and stop the tasks."""
+        if self._state is not CONNECTING:
+            self._end("the server cancelled the connection", CloseCode.ABNORMAL_CLOSURE, "")
+        for task in self._tasks:
+            task.cancel()
+
     def __repr__(self):
         return f"<{type(self).__name__} {self.handshake.path!r} {self._state.value}>"
 
