@@ -196,8 +196,8 @@ def _asgi(name, argv, *, http_response):
     def start(env=None, app=APP, options=()):
         port = free_port()
         command = [sys.executable, *argv(app, port)]
-        # Options go before the application argument, where every server's parser takes them.
-        command[-1:-1] = list(options)
+        # Options go right after the server's module name, where every server's parser takes them.
+        command[3:3] = list(options)
         run_env = {"XDG_RUNTIME_DIR": tempfile.mkdtemp(prefix=f"server-{name}-run-"), **(env or {})}
         return ServerProcess(name, command, port, run_env, asgi=True, http_response=http_response)
 

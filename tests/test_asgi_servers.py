@@ -12,16 +12,20 @@ Two kinds of checks, over real sockets against each server started as its deploy
 """
 
 import json
+import os
+import signal
 import struct
 import time
 import urllib.parse
 import uuid
 
 import pytest
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from tests.rawclient import RawClient
 from tests.servers import ASGI_SERVERS, BARE_APP, SERVER_LIMITS
+from tests.test_groups import LEGACY
 
 TIMEOUT = 10
 # Long enough for a frame a server would echo at once, short enough for the negative checks.
@@ -197,5 +201,115 @@ def test_the_bare_checks_pass_where_the_server_has_no_such_limit(name):
         assert bare_close(server, 4001, "done here") == ("closed", 4001, "done here")
         if name == "uvicorn":
             assert bare_disconnect(server, 4002, "client says bye")["reason"] == "client says bye"
+    finally:
+        server.stop()
+
+
+# --- what each server does itself, measured ------------------------------------------------------
+
+SMALL = 4096  # a server limit below ours (WEBSOCKET_MAX_MESSAGE_SIZE, 1 MiB by default)
+
+
+def _hypercorn_config(tmp_path):
+    # hypercorn's message limit has no command-line option: a configuration file.
+    path = tmp_path / "hypercorn.toml"
+    path.write_text(f"websocket_max_message_size = {SMALL}\n")
+    return ["--config", str(path), "--websocket-ping-interval", "1"]
+
+
+# Per server: the options giving it a message limit below ours and keepalive pings every second
+# (None where the server has no such setting), the close code the server itself sends for a
+# message over its limit, whether it negotiates permessage-deflate, and the close code clients
+# get on SIGTERM (None: the TCP connection is dropped without a close frame).
+FACTS = {
+    "uvicorn": {
+        "options": ["--ws-max-size", str(SMALL), "--ws-ping-interval", "1"],
+        "limit": 1009, "pings": True, "deflate": True, "shutdown": 1012,
+    },
+    "uvicorn-websockets": {
+        "options": ["--ws-max-size", str(SMALL), "--ws-ping-interval", "1"],
+        "limit": 1009, "pings": True, "deflate": True, "shutdown": 1012,
+    },
+    "uvicorn-wsproto": {
+        "options": ["--ws-max-size", str(SMALL), "--ws-ping-interval", "1"],
+        "limit": 1009, "pings": True, "deflate": True, "shutdown": 1012,
+    },
+    "daphne": {
+        # Over its limit, daphne drops the TCP connection without a close frame.
+        "options": ["--websocket-max-message-size", str(SMALL), "--ping-interval", "1"],
+        "limit": "no close frame", "pings": True, "deflate": False, "shutdown": None,
+    },
+    "hypercorn": {"options": _hypercorn_config, "limit": 1009, "pings": True, "deflate": True, "shutdown": None},
+    "granian": {"options": [], "limit": None, "pings": False, "deflate": False, "shutdown": None},
+    "gunicorn-asgi": {
+        # --graceful-timeout: the worker keeps its connections open that long after SIGTERM
+        # (30 s by default), then drops them.
+        "options": ["--websocket-max-message-size", str(SMALL), "--graceful-timeout", "2"],
+        "limit": 1009, "pings": False, "deflate": False, "shutdown": None,
+    },
+}  # fmt: skip
+
+
+def test_every_asgi_server_has_its_facts():
+    assert set(FACTS) == set(ASGI_SERVERS)
+
+
+def pings_within(server, seconds):
+    """Whether the server pings an idle connection within ``seconds``."""
+    with RawClient(server.host, server.port) as client:
+        assert client.request("/echo")[0] == 101
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                fin, opcode, payload = client.recv_frame(timeout=max(0.05, deadline - time.monotonic()))
+            except TimeoutError:
+                return False
+            if opcode == 9:
+                return True
+        return False
+
+
+def close_code_for(server, size):
+    """The close code a message of ``size`` bytes gets, or None if it is echoed."""
+    with ws_connect(server, "/echo", compression=None) as ws:
+        ws.send("x" * size)
+        try:
+            assert ws.recv(timeout=TIMEOUT) == "x" * size
+            return None
+        except ConnectionClosed as exc:
+            return exc.rcvd.code if exc.rcvd else "no close frame"
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("name", sorted(ASGI_SERVERS))
+def test_what_the_server_does_itself(name, tmp_path):
+    facts = FACTS[name]
+    options = facts["options"](tmp_path) if callable(facts["options"]) else facts["options"]
+    server = started(name, options=options)
+    try:
+        # Compression is the server's to negotiate (WEBSOCKET_COMPRESSION is not consulted).
+        with ws_connect(server, "/echo") as ws:
+            offered = ws.response.headers.get("Sec-WebSocket-Extensions") or ""
+            assert ("permessage-deflate" in offered) is facts["deflate"], offered
+            ws.send("echo")
+            assert ws.recv(timeout=TIMEOUT) == "echo"
+            # ASGI has no ping event: the view cannot ping, the server's keepalive does.
+        assert pings_within(server, 3.0) is facts["pings"]
+        # Our limit is 1 MiB: a message over the server's own limit gets the server's answer.
+        if facts["limit"] is not None:
+            assert close_code_for(server, SMALL - 100) is None
+            assert close_code_for(server, SMALL + 100) == facts["limit"]
+        # SIGTERM with two connections open.
+        clients = [ws_connect(server, "/echo", **LEGACY) for _ in range(2)]
+        for ws in clients:
+            ws.send("before")
+            assert ws.recv(timeout=TIMEOUT) == "before"
+        os.killpg(server.proc.pid, signal.SIGTERM)
+        for ws in clients:
+            with pytest.raises(ConnectionClosed) as info:
+                ws.recv(timeout=TIMEOUT)
+            assert (info.value.rcvd.code if info.value.rcvd else None) == facts["shutdown"]
+        server.proc.wait(TIMEOUT)
+        assert_no_traceback(server)
     finally:
         server.stop()
