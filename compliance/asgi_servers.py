@@ -13,8 +13,8 @@ tests/test_compliance.py runs the first kind in CI; this script is how the secon
 docs/topics/conformance.rst were measured.
 
 Both runs get the same server options: message limits raised to 32 MiB where the server has one
-(group 9 sends 16 MiB messages), keepalive pings off where the server has them (the suite checks
-every frame it receives). Standard library only.
+(group 9 sends 16 MiB messages; daphne limits each frame too), keepalive pings off where the
+server has them (the suite checks every frame it receives). Standard library only.
 """
 
 import argparse
@@ -41,7 +41,10 @@ COMMANDS = {
     "uvicorn-wsproto": (
         "{python} -m uvicorn {app} --ws wsproto --ws-max-size {big} --ws-ping-interval 0 --host 127.0.0.1 --port {port}"
     ),
-    "daphne": "{python} -m daphne --websocket-max-message-size {big} -b 127.0.0.1 -p {port} {app}",
+    "daphne": (
+        "{python} -m daphne --websocket-max-message-size {big} --websocket-max-frame-size {big} "
+        "-b 127.0.0.1 -p {port} {app}"
+    ),
     "hypercorn": "{python} -m hypercorn --config {here}/hypercorn.toml --bind 127.0.0.1:{port} {app}",
     "granian": "{python} -m granian --interface asgi --host 127.0.0.1 --port {port} {app}",
     "gunicorn-asgi": ("{python} -m gunicorn -k asgi --websocket-max-message-size {big} --bind 127.0.0.1:{port} {app}"),
