@@ -25,7 +25,6 @@ elsewhere. On the ``lifespan`` shutdown event, every WebSocket still open gets a
 """
 
 import asyncio
-import concurrent.futures
 import io
 import logging
 import threading
@@ -84,8 +83,6 @@ class WebSocketASGIHandler:
     def __init__(self):
         self.http = DjangoASGIHandler()
         self._sync = _SyncHandler()
-        self._threads = None
-        self._threads_lock = threading.Lock()
         self._busy_threads = 0  # regular views running now (changed on the loop only)
 
     async def __call__(self, scope, receive, send):
@@ -110,16 +107,6 @@ class WebSocketASGIHandler:
 
     # --- websocket scopes -------------------------------------------------------------------
 
-    def _executor(self):
-        from .conf import settings
-
-        with self._threads_lock:
-            if self._threads is None:
-                self._threads = concurrent.futures.ThreadPoolExecutor(
-                    max_workers=settings.WEBSOCKET_ASGI_THREADS, thread_name_prefix="websocket-view"
-                )
-        return self._threads
-
     async def websocket(self, scope, receive, send):
         event = await receive()
         if event["type"] != "websocket.connect":
@@ -140,10 +127,20 @@ class WebSocketASGIHandler:
         request = ASGIRequest(http_scope, io.BytesIO())
         request.META[ENVIRON_KEY] = handover
         handover.asynchronous = self._resolves_to_async_view(request)
-        if handover.asynchronous:
-            await self._serve_async(scope, request, handover)
-        else:
-            await self._serve_sync(scope, request, handover)
+        try:
+            if handover.asynchronous:
+                await self._serve_async(scope, request, handover)
+            else:
+                await self._serve_sync(scope, request, handover)
+        except asyncio.CancelledError:
+            # The server cancels the connection's task (daphne and hypercorn on shutdown, daphne
+            # when a client is gone for longer than its application_close_timeout): end the
+            # connection, so that a view blocked in wait() wakes up in its thread and returns
+            # (its thread would otherwise keep the process from exiting), and stop our tasks.
+            websocket = getattr(request, "websocket", None)
+            if websocket is not None and hasattr(websocket, "_cancelled"):
+                websocket._cancelled()
+            raise
 
     def _resolves_to_async_view(self, request):
         # The request goes one way or the other before any middleware runs: the project's URLconf
@@ -169,13 +166,42 @@ class WebSocketASGIHandler:
             return
         self._busy_threads += 1
         try:
-            websocket = await asyncio.get_running_loop().run_in_executor(
-                self._executor(), self._run_sync, scope, request, handover
-            )
+            websocket = await self._in_thread(self._run_sync, scope, request, handover)
         finally:
             self._busy_threads -= 1
         if websocket is not None:
             await websocket._finish()
+
+    async def _in_thread(self, function, *args):
+        """``function(*args)`` in a new daemon thread; its result or exception, on the loop.
+
+        Not a ThreadPoolExecutor: the interpreter joins an executor's threads when it exits, and
+        a view blocked in wait() then keeps the process alive for as long as its client stays.
+        daphne stops its event loop on SIGTERM without cancelling the connections or telling the
+        application anything, so the views are never woken: with executor threads the process
+        did not exit. (The number of threads is bounded by WEBSOCKET_ASGI_THREADS all the same.)
+        """
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+
+        def settle(method, value):
+            if not future.done():
+                method(value)
+
+        def run():
+            try:
+                result = function(*args)
+            except BaseException as exc:
+                outcome = (future.set_exception, exc)
+            else:
+                outcome = (future.set_result, result)
+            try:
+                loop.call_soon_threadsafe(settle, *outcome)
+            except RuntimeError:
+                pass  # the loop is closed: the server has stopped, nobody waits for the result
+
+        threading.Thread(target=run, name="websocket-view", daemon=True).start()
+        return await future
 
     def _run_sync(self, scope, request, handover):
         # The view's own thread: the whole request, as a WSGI server's thread runs it.

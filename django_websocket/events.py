@@ -326,7 +326,15 @@ class _EventWebSocket:
                             self._writer_awake = False
                             break
                         event = self._outgoing.popleft()
-                    await send(event)
+                    try:
+                        await send(event)
+                    except Exception as exc:
+                        if not self._close_refused(event, exc):
+                            raise
+                        # The connection is still open: end it with the one code such a
+                        # server sends, rather than leave it open with no application.
+                        event = {"type": "websocket.close", "code": int(CloseCode.NORMAL_CLOSURE)}
+                        await send(event)
                     size = len(event.get("text") or event.get("bytes") or b"")
                     with self._lock:
                         self._outgoing_bytes -= size
@@ -343,6 +351,22 @@ class _EventWebSocket:
             raise
         except Exception as exc:  # the client is gone (each server raises its own error)
             self._end(f"send() failed: {exc!r}", CloseCode.ABNORMAL_CLOSURE, "")
+
+    def _close_refused(self, event, exc):
+        # daphne sends only the close codes 1000 and 3000-4999 (its WebSocket library refuses
+        # the others, 1001, 1008, 1009 and 1011 among them, with an exception from send()), and
+        # the connection stays open when the application returns. The client is not gone: the
+        # reader saw no websocket.disconnect (the state would be CLOSED).
+        code = event.get("code", CloseCode.NORMAL_CLOSURE)
+        if event["type"] != "websocket.close" or code == CloseCode.NORMAL_CLOSURE or self._state is not CLOSING:
+            return False
+        logger.info(
+            "WebSocket %s: the server refused the close code %s (%s); closed with 1000 instead",
+            self.handshake.path,
+            code,
+            exc,
+        )
+        return True
 
     def _queue_send_locked(self, message):
         # The lock is held. Returns the event queued.
@@ -433,7 +457,11 @@ class _EventWebSocket:
             self._close_callbacks = []
             return
         self._close_soon(CloseCode.NORMAL_CLOSURE, "", from_loop=True)
-        if self._tasks:
+        # Over already (the client's close, a lost connection): no close of ours to wait for.
+        # Servers that answer the client's close or close the TCP connection only once the
+        # application returns (Granian, gunicorn's asgi worker) would otherwise hold the client
+        # for close_timeout seconds.
+        if self._tasks and self._state is not CLOSED:
             writer = self._tasks[1]
             try:
                 await asyncio.wait_for(asyncio.shield(writer), self.close_timeout)
@@ -448,6 +476,14 @@ class _EventWebSocket:
                 await task
             except (asyncio.CancelledError, Exception):
                 pass
+
+    def _cancelled(self):
+        """On the loop, when the server cancelled the connection's task: the connection is over
+        (the server will send nothing more of ours); wake the view and stop the tasks."""
+        if self._state is not CONNECTING:
+            self._end("the server cancelled the connection", CloseCode.ABNORMAL_CLOSURE, "")
+        for task in self._tasks:
+            task.cancel()
 
     def __repr__(self):
         return f"<{type(self).__name__} {self.handshake.path!r} {self._state.value}>"

@@ -8,7 +8,7 @@ import pytest
 # their own tests (tests/test_frames.py, tests/test_integration.py).
 os.environ["DJANGO_WEBSOCKET_PURE_PYTHON"] = "1"
 
-from tests.servers import SERVERS
+from tests.servers import SERVER_LIMITS, SERVERS
 
 
 def pytest_report_header(config):
@@ -21,6 +21,19 @@ def server(request):
     started = SERVERS[request.param]()
     yield started
     started.stop()
+
+
+@pytest.fixture(autouse=True)
+def _server_limit(request):
+    """A contract test (tests/test_contract.py, tests/test_contract_async.py: same names, same
+    checks) that fails on a server because of the server's own framing or handshake handling
+    (tests/servers.py's SERVER_LIMITS, each shown with a bare ASGI application by
+    tests/test_asgi_servers.py) is an expected failure there, strictly."""
+    callspec = getattr(request.node, "callspec", None)
+    name = callspec.params.get("server") if callspec else None
+    reason = SERVER_LIMITS.get(name, {}).get(request.node.originalname)
+    if reason:
+        request.node.add_marker(pytest.mark.xfail(reason=reason, strict=True))
 
 
 class ThreadServer:

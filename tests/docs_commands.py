@@ -19,6 +19,10 @@ _SERVER_PREFIXES = (
     "python manage.py rungevent",
     "python -m django_websocket.servers.",
     "gunicorn ",
+    "uvicorn ",
+    "daphne ",
+    "hypercorn ",
+    "granian ",
 )
 
 

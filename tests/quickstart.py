@@ -92,12 +92,16 @@ def copy_checkout(dest):
 
 
 _ADDRESS = re.compile(r"\b(?:\d{1,3}(?:\.\d{1,3}){3}|localhost):\d+\b")
+# uvicorn's and Granian's --host/--port, daphne's -b/-p.
+_HOST_PORT = re.compile(r"(--host|-b) \S+ (--port|-p) \d+\b")
 
 
 def on_port(command, port):
     """The documented server command, listening on 127.0.0.1:``port`` instead of the address it
-    names (``127.0.0.1:8000``, ``0.0.0.0:8000``), or with that address added for a ``runserver``
-    that names none."""
+    names (``127.0.0.1:8000``, ``0.0.0.0:8000``, ``--host 0.0.0.0 --port 8000``, ``-b 0.0.0.0 -p
+    8000``), or with that address added for a ``runserver`` that names none."""
+    if _HOST_PORT.search(command):
+        return _HOST_PORT.sub(lambda m: f"{m[1]} 127.0.0.1 {m[2]} {port}", command)
     if _ADDRESS.search(command):
         return _ADDRESS.sub(f"127.0.0.1:{port}", command)
     if re.match(r"python manage\.py runserver\b", command):

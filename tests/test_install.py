@@ -54,9 +54,17 @@ NEEDS = (
     (r"gunicorn -k django_websocket\.servers\.gunicorn\.ThreadWorker\b", {"gunicorn"}),
     (r"gunicorn -k django_websocket\.servers\.gunicorn\.GeventWebSocketWorker\b", {"gunicorn", "gevent-websocket"}),
     (r"gunicorn -k geventwebsocket\.gunicorn\.workers\.GeventWebSocketWorker\b", {"gunicorn", "gevent-websocket"}),
+    # The ASGI servers, serving the project's asgi.py as docs/howto/deployment/asgi.rst writes it.
+    (r"uvicorn \S+:application\b", {"uvicorn"}),
+    (r"daphne\b", {"daphne"}),
+    (r"hypercorn\b", {"hypercorn"}),
+    (r"granian --interface asgi\b", {"granian"}),
+    (r"gunicorn -k asgi\b", {"gunicorn-asgi"}),
 )
 # gevent-websocket's worker serves the application of a wsgi.py wrapped as this page shows.
 GEVENTWEBSOCKET_PAGE = ROOT / "docs" / "howto" / "deployment" / "gevent-websocket.rst"
+# ... and the ASGI servers serve the asgi.py this page shows.
+ASGI_PAGE = ROOT / "docs" / "howto" / "deployment" / "asgi.rst"
 GROUPS_PAGE = ROOT / "docs" / "topics" / "groups.rst"
 QUICKSTART_PAGE = ROOT / "docs" / "tutorial" / "quickstart.rst"
 README = ROOT / "README.rst"
@@ -130,7 +138,7 @@ def test_the_documentation_installs_this_checkout():
     it is tested below); the package index's name appears only in prose, as the future form."""
     runs, problems = plan()
     assert not problems, "\n".join(problems)
-    assert len(runs) >= 7, [run.line for run in runs]  # the base install and one per extra
+    assert len(runs) >= 12, [run.line for run in runs]  # the base install and one per extra
     wrong = [run.line for run in runs if not CHECKOUT_LINE.match(run.line)]
     assert not wrong, f"install lines that do not install ./django-websocket: {wrong}"
     for page in read_documentation():
@@ -140,7 +148,10 @@ def test_the_documentation_installs_this_checkout():
                 f"test does not see it: write it as `$ {text}` in a `.. code-block:: console`"
             )
     every_extra = set().union(*(extras_of(run.line) for run in runs))
-    assert every_extra == {"gevent", "gevent-websocket", "gunicorn", "redis", "speedups"}
+    assert every_extra == {
+        "gevent", "gevent-websocket", "gunicorn", "redis", "speedups",
+        "uvicorn", "daphne", "hypercorn", "granian", "gunicorn-asgi",
+    }  # fmt: skip
 
 
 def _python_block(page, marker):
@@ -194,9 +205,13 @@ def _venv_python(work, env, script):
 def _serve(command, project, env):
     """Start a documented server command in the project and echo one message through it."""
     wsgi = project / "mysite" / "wsgi.py"
+    if ".asgi:application" in command:
+        wsgi = project / "mysite" / "asgi.py"
     original = wsgi.read_text(encoding="utf-8")
     if command.startswith("gunicorn -k geventwebsocket."):
         wsgi.write_text(_python_block(GEVENTWEBSOCKET_PAGE, "get_wsgi_application"), encoding="utf-8")
+    elif ".asgi:application" in command:
+        wsgi.write_text(_python_block(ASGI_PAGE, "django_websocket.asgi import get_asgi_application"), encoding="utf-8")
     try:
         port = free_port()
         started = time.monotonic()

@@ -76,3 +76,20 @@ urlpatterns += [
     path("client/silent", client_views.silent),
     path("client/close/<int:code>", client_views.close_with),
 ]
+
+# async def views, on the ASGI servers (tests/test_contract_async.py); in tests/async_views.py.
+from . import async_views  # noqa: E402
+
+urlpatterns += [
+    path("async/small", async_views.small),
+    path("async/subprotocol", async_views.subprotocol),
+    path("async/refuse", async_views.refuse),
+    path("async/crash", async_views.crash),
+    path("async/server-close", async_views.server_close),
+    path("async/client-close", async_views.client_close),
+    path("async/probe", async_views.probe),
+    path("async/vanish", async_views.vanish),
+    path("async/groups/member", async_views.member),
+    path("async/groups/send", async_views.group_send),
+    path("async/record", async_views.record),
+]

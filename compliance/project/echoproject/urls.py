@@ -9,4 +9,11 @@ def echo(request):
         request.websocket.send(message)
 
 
-urlpatterns = [path("", echo)]
+@require_websocket
+async def async_echo(request):
+    # The same echo as an async def view, on the ASGI servers' event loop.
+    async for message in request.websocket:
+        await request.websocket.send(message)
+
+
+urlpatterns = [path("", echo), path("async", async_echo)]
