@@ -19,7 +19,10 @@ from tests.quickstart import copy_checkout
 # gets one of each kind too, so that the rules are checked even while the app ships none.
 DATA_GLOBS = ("static/**/*", "templates/**/*")
 PROBES = ("static/django_websocket/build-probe.js", "templates/django_websocket/build-probe.html")
-USER_EXTRAS = {"gevent", "gevent-websocket", "gunicorn", "redis", "speedups"}
+USER_EXTRAS = {
+    "gevent", "gevent-websocket", "gunicorn", "redis", "speedups",
+    "uvicorn", "daphne", "hypercorn", "granian", "gunicorn-asgi",
+}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
