@@ -77,9 +77,9 @@ class Close:
 
 
 #: A message: text as ``str``, binary as ``bytes``.
-Message: TypeAlias = "str | bytes"
+Message: TypeAlias = str | bytes
 #: What :meth:`ServerProtocol.events_received` returns: messages, and control frames as events.
-Event: TypeAlias = "str | bytes | Ping | Pong | Close"
+Event: TypeAlias = str | bytes | Ping | Pong | Close
 
 
 class ServerProtocol:

@@ -63,7 +63,7 @@ _P = ParamSpec("_P")
 #: What ``send()`` takes: ``str`` is sent as a text message, the others as a binary one. (Other
 #: values are sent as ``str(value)`` at run time, as in the 2010 app; type checkers flag them, so
 #: that a dict meant for ``json.dumps()`` is not sent as its ``repr``.)
-Sendable: TypeAlias = "str | bytes | bytearray | memoryview"
+Sendable: TypeAlias = str | bytes | bytearray | memoryview
 
 
 class _Connection(Protocol):
