@@ -157,7 +157,7 @@ _POLL_OUT = select.POLLOUT | select.POLLERR | select.POLLHUP
 _poll = select.poll
 
 
-def _writable_now(sock: socket.socket) -> bool:
+def _writable_now(sock: Socket) -> bool:
     poller = _poll()
     poller.register(sock, _POLL_OUT)
     return bool(poller.poll(0))
@@ -175,6 +175,25 @@ class Lock(Protocol):
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None: ...
+
+
+class Socket(Protocol):
+    """What a connection needs of the socket a :class:`Handover` gives: a ``socket.socket``
+    (gevent's too), or a wrapper such as :class:`~django_websocket.servers.tls.SerializedTLSSocket`."""
+
+    def recv(self, bufsize: int, /) -> bytes: ...
+
+    def send(self, data: bytes | bytearray | memoryview, /) -> int: ...
+
+    def sendall(self, data: bytes | bytearray | memoryview, /) -> None: ...
+
+    def settimeout(self, timeout: float | None, /) -> None: ...
+
+    def shutdown(self, how: int, /) -> None: ...
+
+    def close(self) -> None: ...
+
+    def fileno(self) -> int: ...
 
 
 class _OpenConnection(Protocol):
@@ -210,11 +229,11 @@ class Handover:
 
     def __init__(
         self,
-        take: Callable[[], tuple[socket.socket, bytes]],
+        take: Callable[[], tuple[Socket, bytes]],
         *,
         accepted: bool = False,
-        wait_readable: Callable[[socket.socket, float | None], bool] | None = None,
-        writable_now: Callable[[socket.socket], bool] | None = None,
+        wait_readable: Callable[[Socket, float | None], bool] | None = None,
+        writable_now: Callable[[Socket], bool] | None = None,
         lock: Callable[[], Lock] | None = None,
     ) -> None:
         self._take = take
@@ -224,7 +243,7 @@ class Handover:
         self.lock = lock
         self.taken = False
 
-    def take(self) -> tuple[socket.socket, bytes]:
+    def take(self) -> tuple[Socket, bytes]:
         if self.taken:
             raise InvalidState("the connection was already handed over")
         self.taken = True
@@ -252,7 +271,7 @@ class WebSocket:
 
     # Set by accept(), None before: every use is after accept() or checks for None first, so
     # they are typed as set.
-    _sock: socket.socket
+    _sock: Socket
     _proto: ServerProtocol
     #: ``time.monotonic()`` of the last bytes received (keepalive reads it); None until accept().
     last_received: float
