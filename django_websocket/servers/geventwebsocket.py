@@ -31,7 +31,7 @@ if __name__ == "__main__":
     monkey.patch_all()
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any
 
 from geventwebsocket import handler as _handler
@@ -60,7 +60,7 @@ class GeventWebSocketAdapter:
     def __init__(self, application: Callable[..., Iterable[bytes]]) -> None:
         self.application = application
 
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    def __call__(self, environ: MutableMapping[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         theirs = environ.get(GEVENTWEBSOCKET_KEY)
         if theirs is None or ENVIRON_KEY in environ:
             return self.application(environ, start_response)
@@ -115,7 +115,7 @@ def _take_over(theirs: Any) -> tuple[Any, bytes]:
     return handler.socket, _gevent.take_buffered(handler.socket, handler.rfile)
 
 
-def _state_agreed_subprotocol(environ: dict[str, Any], handler: Any) -> None:
+def _state_agreed_subprotocol(environ: MutableMapping[str, Any], handler: Any) -> None:
     # The 101 is gone: the subprotocol is the one it named, if any, whatever the client offered.
     # Django then sees only that one, and request.websocket.protocol says what the client got.
     agreed = None
@@ -128,7 +128,7 @@ def _state_agreed_subprotocol(environ: dict[str, Any], handler: Any) -> None:
         environ.pop("HTTP_SEC_WEBSOCKET_PROTOCOL", None)
 
 
-def _refuse(environ: dict[str, Any], handover: Handover, status_line: str) -> None:
+def _refuse(environ: MutableMapping[str, Any], handover: Handover, status_line: str) -> None:
     """The application answered with HTTP instead of using the WebSocket: close it with 1008
     (or 1011 for a server error), the status line as the reason."""
     from ..conf import settings
