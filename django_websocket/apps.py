@@ -5,7 +5,7 @@ class WebSocketConfig(AppConfig):
     name = "django_websocket"
     verbose_name = "WebSocket"
 
-    def ready(self):
+    def ready(self) -> None:
         from django.core import checks as django_checks
 
         from . import checks

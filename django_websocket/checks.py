@@ -5,9 +5,14 @@ Nothing is registered on import: the app's ``ready()`` registers the checks, so 
 handler can use the helpers below in a project that does not install the app.
 """
 
+from __future__ import annotations
+
 import os
 import sys
+from collections.abc import Sequence
+from typing import Any
 
+from django.apps import AppConfig
 from django.core import checks
 from django.core.management import get_commands
 
@@ -17,18 +22,18 @@ W001 = "django_websocket.W001"
 INSTALLED_APPS_LINE = 'INSTALLED_APPS = ["django_websocket", ...]'
 
 
-def runserver_owner():
+def runserver_owner() -> str | None:
     """The app whose ``runserver`` Django runs (the first app listed that has one), e.g.
     ``"django_websocket"``, ``"django.contrib.staticfiles"`` or ``"django.core"``."""
     return get_commands().get("runserver")
 
 
-def shadowing_fix(owner, verb="list"):
+def shadowing_fix(owner: str | None, verb: str = "list") -> str:
     """What to do when ``owner``'s runserver shadows ours, in the same words everywhere."""
     return f"{verb} 'django_websocket' above {owner!r} in INSTALLED_APPS: {INSTALLED_APPS_LINE}"
 
 
-def serves_websockets(owner):
+def serves_websockets(owner: str | None) -> bool:
     """Whether the runserver of ``owner`` serves WebSocket views: ours, or daphne's when the
     project's ``ASGI_APPLICATION`` is set (daphne's runserver serves it; with
     ``django_websocket.asgi.get_asgi_application()`` there, WebSocket views work)."""
@@ -41,7 +46,7 @@ def serves_websockets(owner):
     return False
 
 
-def check_runserver(app_configs, **kwargs):
+def check_runserver(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[checks.CheckMessage]:
     """django_websocket.W001: another app's ``runserver`` shadows ours (the first app listed wins)."""
     owner = runserver_owner()
     if serves_websockets(owner):
@@ -56,7 +61,7 @@ def check_runserver(app_configs, **kwargs):
     ]
 
 
-def warn_if_runserver_is_shadowed():
+def warn_if_runserver_is_shadowed() -> None:
     """When the command being run is ``runserver`` and it is another app's, say so on stderr
     before that command parses its arguments: its first words would otherwise be
     ``unrecognized arguments: --multithreaded``, or nothing at all until the first 501.

@@ -4,9 +4,11 @@ Every value is read from ``django.conf.settings`` when it is used, never at impo
 ``override_settings`` works in tests.
 """
 
+from typing import Any
+
 from django.conf import settings as django_settings
 
-DEFAULTS = {
+DEFAULTS: dict[str, Any] = {
     # Serve WebSocket requests on views that are not decorated (needs WebSocketMiddleware).
     "WEBSOCKET_ACCEPT_ALL": False,
     # Largest message accepted, in bytes, after reassembly and decompression (None: no limit).
@@ -64,7 +66,7 @@ DEFAULTS = {
 class Settings:
     """``settings.WEBSOCKET_X`` with the default of :data:`DEFAULTS` when the project sets none."""
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         if name not in DEFAULTS:
             raise AttributeError(name)
         return getattr(django_settings, name, DEFAULTS[name])

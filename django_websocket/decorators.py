@@ -1,20 +1,33 @@
 """The ``require_websocket`` and ``accept_websocket`` view decorators."""
 
+from __future__ import annotations
+
 import functools
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, ParamSpec, overload
 
 from asgiref.sync import iscoroutinefunction
 from django.core.handlers.base import BaseHandler
+from django.http.response import HttpResponseBase
 
 from .handler import VIEW_OPTIONS, error_response, prepare, serve, serve_async
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .handler import _Request
+    from .types import ViewOptions, WebSocketViewDecorator
+
+_P = ParamSpec("_P")
 
 __all__ = ["accept_websocket", "require_websocket"]
 
 
-class _EveryDatabase(frozenset):
+class _EveryDatabase(frozenset[str]):
     """The ``_non_atomic_requests`` of a WebSocket view: every database alias, whatever
     ``DATABASES`` holds when the request comes (Django checks ``alias in ...``)."""
 
-    def __contains__(self, alias):
+    def __contains__(self, alias: object) -> bool:
         return True
 
 
@@ -24,17 +37,18 @@ _EVERY_DATABASE = _EveryDatabase()
 _make_view_atomic = BaseHandler().make_view_atomic
 
 
-def _decorator(view, options, *, required):
+def _decorator(view: Callable[..., Any] | None, options: dict[str, Any], *, required: bool) -> Any:
     unknown = set(options) - set(VIEW_OPTIONS)
     if unknown:
         raise TypeError(f"unknown WebSocket view option(s): {', '.join(sorted(unknown))}")
 
-    def decorate(view):
+    # Typed loosely: the overloads of the two decorators below give the views' types.
+    def decorate(view: Callable[..., Any]) -> Any:
         if iscoroutinefunction(view):
             # An async view: on an ASGI server (django_websocket.asgi) request.websocket is an
             # AsyncWebSocket; on a WSGI server the handshake is refused with a log line.
             @functools.wraps(view)
-            async def wrapper(request, *args, **kwargs):
+            async def wrapper(request: _Request, *args: Any, **kwargs: Any) -> Any:
                 error = prepare(request, options)
                 if error is not None:
                     return error
@@ -47,7 +61,7 @@ def _decorator(view, options, *, required):
         else:
 
             @functools.wraps(view)
-            def wrapper(request, *args, **kwargs):
+            def wrapper(request: _Request, *args: Any, **kwargs: Any) -> Any:
                 error = prepare(request, options)
                 if error is not None:
                     return error
@@ -61,18 +75,35 @@ def _decorator(view, options, *, required):
 
         # Read by WebSocketMiddleware.process_view, as csrf_exempt's flag is read by CSRF's. The
         # first two are the 2010 names, which views could also set by hand.
-        wrapper.accept_websocket = True
-        wrapper.require_websocket = required
-        wrapper.websocket_decorated = True
+        marked: Any = wrapper
+        marked.accept_websocket = True
+        marked.require_websocket = required
+        marked.websocket_decorated = True
         # A WebSocket view may live for hours: never inside one request-long transaction
         # (ATOMIC_REQUESTS); its own transaction.atomic() blocks work as usual.
-        wrapper._non_atomic_requests = _EVERY_DATABASE
-        return wrapper
+        marked._non_atomic_requests = _EVERY_DATABASE
+        return marked
 
     return decorate if view is None else decorate(view)
 
 
-def accept_websocket(view=None, **options):
+@overload
+def accept_websocket(
+    view: Callable[_P, Awaitable[HttpResponseBase | None]], **options: Unpack[ViewOptions]
+) -> Callable[_P, Coroutine[Any, Any, HttpResponseBase]]: ...
+
+
+@overload
+def accept_websocket(
+    view: Callable[_P, HttpResponseBase | None], **options: Unpack[ViewOptions]
+) -> Callable[_P, HttpResponseBase]: ...
+
+
+@overload
+def accept_websocket(view: None = None, **options: Unpack[ViewOptions]) -> WebSocketViewDecorator: ...
+
+
+def accept_websocket(view: Callable[..., Any] | None = None, **options: Any) -> Any:
     """The view serves both plain HTTP (``request.websocket`` is None) and WebSocket requests.
 
     Usable bare (``@accept_websocket``) or with options overriding the settings for this view:
@@ -82,6 +113,22 @@ def accept_websocket(view=None, **options):
     return _decorator(view, options, required=False)
 
 
-def require_websocket(view=None, **options):
+@overload
+def require_websocket(
+    view: Callable[_P, Awaitable[HttpResponseBase | None]], **options: Unpack[ViewOptions]
+) -> Callable[_P, Coroutine[Any, Any, HttpResponseBase]]: ...
+
+
+@overload
+def require_websocket(
+    view: Callable[_P, HttpResponseBase | None], **options: Unpack[ViewOptions]
+) -> Callable[_P, HttpResponseBase]: ...
+
+
+@overload
+def require_websocket(view: None = None, **options: Unpack[ViewOptions]) -> WebSocketViewDecorator: ...
+
+
+def require_websocket(view: Callable[..., Any] | None = None, **options: Any) -> Any:
     """The view serves only WebSocket requests; plain HTTP requests get 400 Bad Request."""
     return _decorator(view, options, required=True)

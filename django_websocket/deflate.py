@@ -5,9 +5,16 @@ value with a :class:`PerMessageDeflate` object, which the protocol uses to infla
 messages (bounded by the message size limit while inflating) and deflate sent ones.
 """
 
+from __future__ import annotations
+
 import zlib
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, cast
 
 from .exceptions import InvalidPayload, MessageTooBig
+
+if TYPE_CHECKING:
+    from .handshake import ExtensionOffer
 
 __all__ = ["PerMessageDeflate", "negotiate"]
 
@@ -32,26 +39,26 @@ class PerMessageDeflate:
     def __init__(
         self,
         *,
-        server_no_context_takeover=False,
-        client_no_context_takeover=False,
-        server_max_window_bits=12,
-        compress_level=6,
-        mem_level=5,
-        min_size=64,
-    ):
+        server_no_context_takeover: bool = False,
+        client_no_context_takeover: bool = False,
+        server_max_window_bits: int = 12,
+        compress_level: int = 6,
+        mem_level: int = 5,
+        min_size: int = 64,
+    ) -> None:
         self.server_no_context_takeover = server_no_context_takeover
         self.client_no_context_takeover = client_no_context_takeover
         self.server_max_window_bits = server_max_window_bits
         self.compress_level = compress_level
         self.mem_level = mem_level
         self.min_size = min_size
-        self._encoder = None
-        self._decoder = None
+        self._encoder: zlib._Compress | None = None
+        self._decoder: zlib._Decompress | None = None
 
-    def should_compress(self, payload):
+    def should_compress(self, payload: bytes) -> bool:
         return len(payload) >= self.min_size
 
-    def _new_encoder(self):
+    def _new_encoder(self) -> zlib._Compress:
         bits = self.server_max_window_bits
         if bits == 8:
             # zlib cannot deflate with a 256-byte window (it silently uses 512). Huffman-only
@@ -59,7 +66,7 @@ class PerMessageDeflate:
             return zlib.compressobj(self.compress_level, zlib.DEFLATED, -9, self.mem_level, zlib.Z_HUFFMAN_ONLY)
         return zlib.compressobj(self.compress_level, zlib.DEFLATED, -bits, self.mem_level)
 
-    def compress(self, payload):
+    def compress(self, payload: bytes) -> bytes:
         """Deflate one whole message (RFC 7692 §7.2.1)."""
         encoder = self._encoder
         if encoder is None:
@@ -71,7 +78,7 @@ class PerMessageDeflate:
             data = data[:-4]
         return data
 
-    def decompress(self, data, *, end, max_length=None):
+    def decompress(self, data: bytes | bytearray, *, end: bool, max_length: int | None = None) -> bytes:
         """Inflate one frame's payload of a compressed message (RFC 7692 §7.2.2).
 
         ``end`` marks the message's last frame. At most ``max_length`` bytes are ever produced:
@@ -101,7 +108,7 @@ class PerMessageDeflate:
         return out
 
 
-def _window_bits(value):
+def _window_bits(value: str | None) -> int | None:
     # RFC 7692 §7.1.2: 1*DIGIT, a decimal integer from 8 to 15, without leading zeros.
     if value is None or not value.isdigit() or value.startswith("0"):
         return None
@@ -109,7 +116,14 @@ def _window_bits(value):
     return bits if 8 <= bits <= 15 else None
 
 
-def negotiate(offers, *, server_max_window_bits=12, compress_level=6, mem_level=5, min_size=64):
+def negotiate(
+    offers: Iterable[ExtensionOffer],
+    *,
+    server_max_window_bits: int = 12,
+    compress_level: int = 6,
+    mem_level: int = 5,
+    min_size: int = 64,
+) -> tuple[str, PerMessageDeflate] | tuple[None, None]:
     """Accept the first valid permessage-deflate offer (RFC 7692 §5, §7.1).
 
     ``offers`` is what :func:`~django_websocket.handshake.parse_extensions` returns. Returns
@@ -121,17 +135,18 @@ def negotiate(offers, *, server_max_window_bits=12, compress_level=6, mem_level=
             continue
         if set(params) - _PARAMS or any(not isinstance(v, (str, type(None))) for v in params.values()):
             continue  # unknown or repeated parameter: decline this offer (§5)
+        values = cast("dict[str, str | None]", params)  # no repeated parameter, then
         if params.get("server_no_context_takeover", None) is not None:
             continue
         if params.get("client_no_context_takeover", None) is not None:
             continue
         requested_bits = None
         if "server_max_window_bits" in params:
-            requested_bits = _window_bits(params["server_max_window_bits"])
+            requested_bits = _window_bits(values["server_max_window_bits"])
             if requested_bits is None:
                 continue
         if "client_max_window_bits" in params and params["client_max_window_bits"] is not None:
-            if _window_bits(params["client_max_window_bits"]) is None:
+            if _window_bits(values["client_max_window_bits"]) is None:
                 continue
         response = [NAME]
         server_nct = "server_no_context_takeover" in params

@@ -21,6 +21,9 @@ Protocol errors and handshake errors are the only exceptions the protocol core r
 input: one place (the exception's own attributes) maps each to its close code or HTTP status.
 """
 
+from __future__ import annotations
+
+from collections.abc import Iterable
 from http import HTTPStatus
 
 __all__ = [
@@ -48,10 +51,10 @@ class WebSocketError(Exception):
 class HandshakeError(WebSocketError):
     """The opening handshake is refused; ``status`` and ``headers`` are the HTTP answer."""
 
-    status = HTTPStatus.BAD_REQUEST
-    headers: tuple = ()
+    status: HTTPStatus = HTTPStatus.BAD_REQUEST
+    headers: tuple[tuple[str, str], ...] = ()
 
-    def __init__(self, message="", *, headers=None):
+    def __init__(self, message: str = "", *, headers: Iterable[tuple[str, str]] | None = None) -> None:
         super().__init__(message or self.status.phrase)
         if headers is not None:
             self.headers = tuple(headers)
@@ -82,9 +85,9 @@ class ServiceUnavailable(HandshakeError):
 class ProtocolError(WebSocketError):
     """The peer broke the protocol; ``code`` is the close code to fail the connection with."""
 
-    code = 1002
+    code: int = 1002
 
-    def __init__(self, message="", *, code=None):
+    def __init__(self, message: str = "", *, code: int | None = None) -> None:
         super().__init__(message)
         if code is not None:
             self.code = code
@@ -109,7 +112,7 @@ class MessageTooBig(ProtocolError):
 class ConnectionClosed(WebSocketError):
     """Raised when sending on a connection that is closed (or closing)."""
 
-    def __init__(self, code=None, reason=""):
+    def __init__(self, code: int | None = None, reason: str = "") -> None:
         self.code = code
         self.reason = reason
         detail = f"code {code}" if code is not None else "no close code"

@@ -1,23 +1,46 @@
 """How a Django request becomes a WebSocket and how its view is run (shared by the decorators
 and the middleware, so that each request is set up once and finished once)."""
 
+from __future__ import annotations
+
 import asyncio
 import logging
 import sys
 import threading
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 from django.db import connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
-from django.http import HttpResponse
+from django.http import HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
 
 from .conf import settings
-from .events import ASGIWebSocket, AsyncWebSocket
+from .events import ASGIWebSocket, AsyncWebSocket, EventHandover
 from .exceptions import ConnectionClosed, ForbiddenHandshake, HandshakeError, ServiceUnavailable
 from .frames import CloseCode
 from .groups import AsyncGroupsMixin, GroupsMixin
-from .handshake import is_websocket_request, read_request
+from .handshake import Request, is_websocket_request, read_request
 from .origin import check_origin
-from .websocket import ENVIRON_KEY, WebSocket, is_shutting_down, open_connections
+from .protocol import Message
+from .websocket import ENVIRON_KEY, Handover, WebSocket, is_shutting_down, open_connections
+
+if TYPE_CHECKING:
+    from .types import AsyncWebSocketConnection, WebSocketConnection
+
+    # For type checkers, the rules below extend the blocking connection they are combined with
+    # (WebSocket, or ASGIWebSocket, whose blocking API is the same).
+    _RulesBase = WebSocket
+    _AnyDjangoWebSocket: TypeAlias = "DjangoWebSocket | DjangoASGIWebSocket | DjangoAsyncWebSocket"
+
+    class _Request(HttpRequest):
+        # A request as prepare() leaves it.
+        websocket: _AnyDjangoWebSocket | None
+        is_websocket: Callable[[], bool]
+
+else:
+    _RulesBase = object
 
 logger = logging.getLogger("django_websocket")
 
@@ -35,10 +58,10 @@ VIEW_OPTIONS = {
 
 # The WebSocket whose view runs in each thread (greenlet, under gevent), by thread id: for the
 # connection_created signal, which fires in the thread that opens a database connection.
-_websocket_of_thread = {}
+_websocket_of_thread: dict[int, DjangoWebSocket | DjangoASGIWebSocket] = {}
 
 
-def _note_connection_opened(sender, connection, **kwargs):
+def _note_connection_opened(sender: object, connection: BaseDatabaseWrapper, **kwargs: object) -> None:
     websocket = _websocket_of_thread.get(threading.get_ident())
     if websocket is not None:
         websocket._database_opened = True
@@ -47,7 +70,7 @@ def _note_connection_opened(sender, connection, **kwargs):
 connection_created.connect(_note_connection_opened, dispatch_uid="django_websocket.handler.connection_opened")
 
 
-def _open_connections():
+def _open_connections() -> list[BaseDatabaseWrapper]:
     """This thread's open database connections that no transaction holds. An in-memory SQLite
     database is left out: Django never closes its connection (that would destroy the database),
     so there is nothing to refresh or release."""
@@ -56,11 +79,11 @@ def _open_connections():
         for c in connections.all(initialized_only=True)
         if c.connection is not None
         and not c.in_atomic_block
-        and not (c.vendor == "sqlite" and c.is_in_memory_db())
+        and not (c.vendor == "sqlite" and c.is_in_memory_db())  # type: ignore[attr-defined]
     ]
 
 
-def refresh_connections():
+def refresh_connections() -> None:
     """Between two messages of a long-lived view: what Django does between two requests
     (``close_if_unusable_or_obsolete``: broken connections, changed autocommit, ``CONN_MAX_AGE``
     elapsed, ``CONN_HEALTH_CHECKS`` re-armed), except that ``CONN_MAX_AGE = 0`` ("one request")
@@ -79,20 +102,23 @@ def refresh_connections():
             conn.close_if_unusable_or_obsolete()
 
 
-def release_connections():
+def release_connections() -> None:
     """Close this thread's database connections (outside transactions): its view is blocked
     waiting for its client, which may take hours; the next query opens a fresh one."""
     for conn in _open_connections():
         conn.close()
 
 
-class _DjangoRules:
+class _DjangoRules(_RulesBase):
     """What a long-lived Django view needs of its blocking connection: the database rules
     between messages and while idle (see :func:`refresh_connections`), the Origin option."""
 
     __slots__ = ()
 
-    def __init__(self, *args, **kwargs):
+    allowed_origins: Sequence[str] | None
+    _database_opened: bool
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.allowed_origins = None
         # Whether the view's thread has a database connection open, or opened one since the
@@ -102,12 +128,12 @@ class _DjangoRules:
         # two exceptions per alias in asgiref's thread-local storage.)
         self._database_opened = False
 
-    def _idle(self):
+    def _idle(self) -> None:
         # wait() has been blocked for idle_timeout seconds, in the view's thread.
         release_connections()
         self._database_opened = any(c.connection is not None for c in connections.all(initialized_only=True))
 
-    def wait(self, timeout=None):
+    def wait(self, timeout: float | None = None) -> Message | None:
         if self._database_opened and self.idle_timeout is not None:
             self._on_idle = self._idle
         message = super().wait(timeout)
@@ -116,7 +142,7 @@ class _DjangoRules:
             refresh_connections()
         return message
 
-    def read(self, fallback=None):
+    def read(self, fallback: Any = None) -> Any:
         message = super().read(fallback)
         if self._database_opened:
             refresh_connections()
@@ -131,7 +157,8 @@ class DjangoWebSocket(_DjangoRules, GroupsMixin, WebSocket):
     __slots__ = ("id", "_group_backend", "allowed_origins", "_database_opened")
 
 
-class DjangoASGIWebSocket(_DjangoRules, GroupsMixin, ASGIWebSocket):
+# (The ignore: for type checkers _DjangoRules extends WebSocket, whose private _end differs.)
+class DjangoASGIWebSocket(_DjangoRules, GroupsMixin, ASGIWebSocket):  # type: ignore[misc]
     """``request.websocket`` of a regular view on an ASGI server: the same API as
     :class:`DjangoWebSocket`, over the server's events."""
 
@@ -145,7 +172,9 @@ class DjangoAsyncWebSocket(AsyncGroupsMixin, AsyncWebSocket):
 
     __slots__ = ("id", "_group_backend", "allowed_origins")
 
-    def __init__(self, *args, **kwargs):
+    allowed_origins: Sequence[str] | None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.allowed_origins = None
 
@@ -153,23 +182,23 @@ class DjangoAsyncWebSocket(AsyncGroupsMixin, AsyncWebSocket):
 class _State:
     __slots__ = ("error",)
 
-    def __init__(self, error=None):
+    def __init__(self, error: HttpResponseBase | None = None) -> None:
         self.error = error  # the HTTP response refusing a bad handshake, if any
 
 
-def error_response(status, message, headers=()):
+def error_response(status: int, message: str, headers: Iterable[tuple[str, str]] = ()) -> HttpResponse:
     response = HttpResponse(message + "\n", status=status, content_type="text/plain; charset=utf-8")
     for name, value in headers:
         response[name] = value
     return response
 
 
-def handshake_error_response(exc):
+def handshake_error_response(exc: HandshakeError) -> HttpResponse:
     """The HTTP answer of a :class:`~django_websocket.exceptions.HandshakeError`: its status and headers."""
     return error_response(exc.status, str(exc), exc.headers)
 
 
-def prepare(request, options=None):
+def prepare(request: _Request, options: Mapping[str, Any] | None = None) -> HttpResponseBase | None:
     """Give ``request`` its ``websocket`` and ``is_websocket()`` (once) and apply view options.
 
     Returns the HTTP response refusing a malformed handshake, or None.
@@ -190,8 +219,9 @@ def prepare(request, options=None):
     return state.error
 
 
-def _open(request, environ):
-    handover = environ.get(ENVIRON_KEY)
+def _open(request: _Request, environ: Mapping[str, Any]) -> HttpResponseBase | None:
+    # A Handover, an events.EventHandover (an ASGI server's), or None.
+    handover: Any = environ.get(ENVIRON_KEY)
     if getattr(handover, "transport", None) == "events":
         # An ASGI server validated the handshake and frames the connection itself.
         cls = DjangoAsyncWebSocket if handover.asynchronous else DjangoASGIWebSocket
@@ -222,7 +252,7 @@ SUPPORTED_SERVERS = (
 )
 
 
-def _upgrade_fix(environ):
+def _upgrade_fix(environ: Mapping[str, Any]) -> tuple[str, str]:
     """What to do about a server that put no handover in the environ: the log line's words and
     the 501 body's. The server is told by ``SERVER_SOFTWARE`` and by what runs this process:
     each wrong server has its own one-line fix, which a generic "use a supported server" hides."""
@@ -268,7 +298,12 @@ def _upgrade_fix(environ):
     return (f"serve the project with one of {SUPPORTED_SERVERS}", "see the server's log for the servers that can")
 
 
-def _create(request, cls, handshake, handover):
+def _create(
+    request: _Request,
+    cls: type[DjangoWebSocket | DjangoASGIWebSocket | DjangoAsyncWebSocket],
+    handshake: Request,
+    handover: Handover | EventHandover,
+) -> HttpResponseBase | None:
     request.websocket = cls(
         handshake,
         handover,
@@ -288,13 +323,13 @@ def _create(request, cls, handshake, handover):
     return None
 
 
-def check_policy(request):
+def check_policy(request: _Request) -> None:
     """Refuse the handshake by policy (origin, capacity, shutdown): raise a :class:`HandshakeError`.
 
     Checked just before the view runs, once the view's own options are known. Each refusal is
     logged with its reason: a silent 403 costs users days.
     """
-    websocket = request.websocket
+    websocket = cast("_AnyDjangoWebSocket", request.websocket)  # set: this is a WebSocket request
     if is_shutting_down():
         raise ServiceUnavailable("The server is shutting down.")
     # The view's allowed_origins option is a list of its own, not the setting's object: the log
@@ -326,7 +361,9 @@ class UpgradeResponse(HttpResponse):
     status_code = 101
 
 
-def serve(request, view, args, kwargs):
+def serve(
+    request: _Request, view: Callable[..., HttpResponseBase | None], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> HttpResponseBase:
     """Run ``view`` on a WebSocket request and finish the connection after it.
 
     Before the ``101`` is sent, the view's HTTP response (a refusal) goes out as usual. Once the
@@ -335,7 +372,7 @@ def serve(request, view, args, kwargs):
     The view runs outside ``ATOMIC_REQUESTS``' transaction (the decorators mark it as
     ``non_atomic_requests`` does): a view living for hours must not hold one transaction open.
     """
-    websocket = request.websocket
+    websocket = cast("DjangoWebSocket | DjangoASGIWebSocket", request.websocket)  # set, and blocking
     thread = threading.get_ident()
     _websocket_of_thread[thread] = websocket
     # Connections this thread opened before (a middleware's, say) sent their signal earlier.
@@ -352,7 +389,13 @@ def serve(request, view, args, kwargs):
             websocket._reject()
 
 
-def _serve(request, websocket, view, args, kwargs):
+def _serve(
+    request: _Request,
+    websocket: DjangoWebSocket | DjangoASGIWebSocket,
+    view: Callable[..., HttpResponseBase | None],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> HttpResponseBase:
     try:
         check_policy(request)
         response = view(request, *args, **kwargs)
@@ -381,11 +424,16 @@ def _serve(request, websocket, view, args, kwargs):
     return UpgradeResponse()
 
 
-async def serve_async(request, view, args, kwargs):
+async def serve_async(
+    request: _Request,
+    view: Callable[..., Awaitable[HttpResponseBase | None]],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> HttpResponseBase:
     """:func:`serve` for an ``async def`` view: on an ASGI server (``django_websocket.asgi``),
     where ``request.websocket`` is an :class:`~django_websocket.events.AsyncWebSocket`. On a
     WSGI server the handshake is refused (501) with a log line that names the fix."""
-    websocket = request.websocket
+    websocket = cast("_AnyDjangoWebSocket", request.websocket)  # set: this is a WebSocket request
     if not isinstance(websocket, AsyncWebSocket):
         logger.error(
             "WebSocket request to %s refused: %s is an async view, which needs an ASGI server. Serve the "
@@ -400,10 +448,16 @@ async def serve_async(request, view, args, kwargs):
         return await _serve_async(request, websocket, view, args, kwargs)
     finally:
         if not websocket.accepted:
-            websocket._reject()
+            websocket._reject()  # type: ignore[no-untyped-call]  # until events.py is typed
 
 
-async def _serve_async(request, websocket, view, args, kwargs):
+async def _serve_async(
+    request: _Request,
+    websocket: AsyncWebSocketConnection,
+    view: Callable[..., Awaitable[HttpResponseBase | None]],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> HttpResponseBase:
     try:
         check_policy(request)
         response = await view(request, *args, **kwargs)
@@ -432,3 +486,12 @@ async def _serve_async(request, websocket, view, args, kwargs):
         await websocket.accept()
     await websocket.close()
     return UpgradeResponse()
+
+
+if TYPE_CHECKING:
+
+    def _conforms(
+        wsgi: DjangoWebSocket, asgi: DjangoASGIWebSocket, asynchronous: DjangoAsyncWebSocket
+    ) -> tuple[WebSocketConnection, WebSocketConnection, AsyncWebSocketConnection]:
+        # The documented types of request.websocket (django_websocket.types) describe these classes.
+        return wsgi, asgi, asynchronous

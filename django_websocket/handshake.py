@@ -5,10 +5,14 @@
 :class:`~django_websocket.exceptions.HandshakeError` subclasses that carry their HTTP status.
 """
 
+from __future__ import annotations
+
 import base64
 import binascii
 import hashlib
 import re
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeAlias
 
 from .exceptions import BadRequest, HeadersTooLarge, UnsupportedVersion
 
@@ -32,18 +36,20 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
-def parse_tokens(value):
+def parse_tokens(value: str) -> list[str]:
     """Split a comma-separated header into its tokens, lower-cased (RFC 7230 §7)."""
     return [t.strip().lower() for t in value.split(",") if t.strip()]
 
 
-def is_websocket_request(environ):
+def is_websocket_request(environ: Mapping[str, Any]) -> bool:
     """Whether the request asks to upgrade to WebSocket (``Upgrade`` holds the ``websocket`` token).
 
     Such a request is then either accepted or refused with an HTTP error, never served as plain HTTP.
     """
     upgrade = environ.get("HTTP_UPGRADE")
-    return bool(upgrade) and "websocket" in parse_tokens(upgrade)
+    if not upgrade:
+        return False
+    return "websocket" in parse_tokens(upgrade)
 
 
 class Request:
@@ -51,7 +57,15 @@ class Request:
 
     __slots__ = ("key", "subprotocols", "extensions", "origin", "host", "path")
 
-    def __init__(self, key, subprotocols, extensions, origin, host, path):
+    def __init__(
+        self,
+        key: str,
+        subprotocols: list[str],
+        extensions: list[ExtensionOffer],
+        origin: str | None,
+        host: str,
+        path: str,
+    ) -> None:
         self.key = key
         #: The subprotocols the client offered, in its order of preference (§4.1, §11.3.4).
         self.subprotocols = subprotocols
@@ -61,11 +75,13 @@ class Request:
         self.host = host
         self.path = path
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<Request {self.path!r} subprotocols={self.subprotocols!r}>"
 
 
-def read_request(environ, *, max_header_size=None, max_headers=None):
+def read_request(
+    environ: Mapping[str, Any], *, max_header_size: int | None = None, max_headers: int | None = None
+) -> Request:
     """Validate the client's opening handshake (RFC 6455 §4.2.1) and return a :class:`Request`.
 
     Raises :class:`BadRequest` (400) for a malformed request, :class:`UnsupportedVersion` (426,
@@ -130,22 +146,22 @@ def read_request(environ, *, max_header_size=None, max_headers=None):
     return Request(key, subprotocols, extensions, environ.get("HTTP_ORIGIN"), host, path)
 
 
-def _header_name(meta_key):
+def _header_name(meta_key: str) -> str:
     return "-".join(part.capitalize() for part in meta_key[5:].split("_"))
 
 
-def _http_11_or_higher(protocol):
+def _http_11_or_higher(protocol: str) -> bool:
     match = re.fullmatch(r"HTTP/(\d+)(?:\.(\d+))?", protocol)
-    return bool(match) and (int(match[1]), int(match[2] or 0)) >= (1, 1)
+    return match is not None and (int(match[1]), int(match[2] or 0)) >= (1, 1)
 
 
-def parse_extensions(value):
+def parse_extensions(value: str) -> list[ExtensionOffer]:
     """Parse ``Sec-WebSocket-Extensions`` (RFC 6455 §9.1) into ``[(name, {param: value}), ...]``.
 
     A parameter without a value maps to ``None``. Quoted values are unquoted. Raises
     :class:`BadRequest` on a malformed header.
     """
-    offers = []
+    offers: list[ExtensionOffer] = []
     for item in _split_outside_quotes(value, ","):
         if not item.strip():
             continue
@@ -153,7 +169,7 @@ def parse_extensions(value):
         name = parts[0].strip()
         if not _TOKEN.fullmatch(name):
             raise BadRequest(f"invalid extension name {name!r}")
-        params = {}
+        params: dict[str, ExtensionParam] = {}
         for param in parts[1:]:
             param = param.strip()
             if not param:
@@ -170,7 +186,7 @@ def parse_extensions(value):
                     pvalue = re.sub(r"\\(.)", r"\1", pvalue[1:-1])
                 if not _TOKEN.fullmatch(pvalue):
                     raise BadRequest(f"invalid value for extension parameter {pname!r}")
-                params_value = pvalue
+                params_value: str | None = pvalue
             else:
                 params_value = None
             if pname in params:
@@ -186,8 +202,17 @@ class _Duplicate:
     """Marks a parameter given twice in one extension offer."""
 
 
-def _split_outside_quotes(value, sep):
-    parts, current, quoted, escaped = [], [], False, False
+#: A parameter's value in an extension offer: a str, ``None`` when it has none, or the marker of
+#: a parameter given twice.
+ExtensionParam: TypeAlias = "str | None | type[_Duplicate]"
+#: One offer of ``Sec-WebSocket-Extensions``: the extension's name and its parameters.
+ExtensionOffer: TypeAlias = "tuple[str, dict[str, ExtensionParam]]"
+
+
+def _split_outside_quotes(value: str, sep: str) -> list[str]:
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = escaped = False
     for char in value:
         if escaped:  # the character of a quoted-pair never opens, closes or separates
             escaped = False
@@ -206,13 +231,18 @@ def _split_outside_quotes(value, sep):
     return parts
 
 
-def accept_key(key):
+def accept_key(key: str) -> str:
     """``Sec-WebSocket-Accept`` for a ``Sec-WebSocket-Key`` (RFC 6455 §4.2.2 item 5.4)."""
     digest = hashlib.sha1((key + GUID).encode("ascii")).digest()
     return base64.b64encode(digest).decode("ascii")
 
 
-def accept_response(key, subprotocol=None, extensions=None, headers=()):
+def accept_response(
+    key: str,
+    subprotocol: str | None = None,
+    extensions: str | None = None,
+    headers: Iterable[tuple[str, str]] = (),
+) -> bytes:
     """The ``101 Switching Protocols`` response as bytes (RFC 6455 §4.2.2).
 
     ``Sec-WebSocket-Protocol`` is sent only when a subprotocol was chosen, and

@@ -11,18 +11,25 @@ client that stopped reading therefore delays nobody else's keepalive, and a sile
 failed within ``ping_interval + ping_timeout`` and one tick, whatever the other connections do.
 """
 
+from __future__ import annotations
+
 import logging
 import threading
 import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .websocket import WebSocket
 
 logger = logging.getLogger("django_websocket")
 
-_watched = set()
+_watched: set[WebSocket] = set()
 _lock = threading.Lock()
-_thread = None
+_thread: threading.Thread | None = None
 
 
-def watch(websocket):
+def watch(websocket: WebSocket) -> None:
     """Keep ``websocket`` alive until it closes (its ``ping_interval`` must be set)."""
     global _thread
     with _lock:
@@ -32,7 +39,7 @@ def watch(websocket):
             _thread.start()
 
 
-def _tick_interval(connections):
+def _tick_interval(connections: Iterable[WebSocket]) -> float:
     shortest = 1.0
     for ws in connections:
         for value in (ws.ping_interval, ws.ping_timeout):
@@ -41,7 +48,7 @@ def _tick_interval(connections):
     return max(0.05, shortest)
 
 
-def _run():
+def _run() -> None:
     while True:
         with _lock:
             connections = list(_watched)
@@ -60,7 +67,7 @@ def _run():
         time.sleep(pause)
 
 
-def check(websocket, now=None):
+def check(websocket: WebSocket, now: float | None = None) -> bool:
     """Ping ``websocket`` if it went silent; fail it if its peer stopped answering. Never
     blocks. Returns False once the connection is over (it needs watching no more)."""
     if websocket.closed:
@@ -82,7 +89,7 @@ def check(websocket, now=None):
             websocket.fail(1011, "keepalive ping timeout")
             return False
         return True
-    if now - websocket.last_received >= websocket.ping_interval:
+    if now - websocket.last_received >= websocket.ping_interval:  # type: ignore[operator]  # set: see watch()
         websocket.ping_sent = now
         if not websocket._send_keepalive_ping():
             return False

@@ -10,13 +10,21 @@ view's ``allowed_origins``, and ``CSRF_TRUSTED_ORIGINS``). Origins are compared 
 §5 says: scheme, host and port, all three.
 """
 
+from __future__ import annotations
+
 import re
+from collections.abc import Sequence
+from typing import TypeAlias
 from urllib.parse import urlsplit
 
 from django.conf import settings as django_settings
+from django.http import HttpRequest
 from django.http.request import split_domain_port
 
 __all__ = ["check_origin", "Refusal"]
+
+#: An origin as (scheme, host, port).
+_Origin: TypeAlias = "tuple[str, str, int]"
 
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 # A DNS name (with the trailing dot of a fully qualified one allowed) or an IPv4 address, or
@@ -30,21 +38,21 @@ class Refusal:
 
     __slots__ = ("reason", "remedy")
 
-    def __init__(self, reason, remedy):
+    def __init__(self, reason: str, remedy: str) -> None:
         self.reason = reason
         self.remedy = remedy
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.reason}; {self.remedy}"
 
 
-def _normal_host(host):
+def _normal_host(host: str) -> str:
     # "example.com." and "example.com" name the same host: Django strips the dot before
     # ALLOWED_HOSTS (split_domain_port), and so both sides of every comparison here lose it.
     return host.removesuffix(".")
 
 
-def _parse(origin):
+def _parse(origin: str) -> _Origin | None:
     """Return (scheme, host, port) of a serialized origin (RFC 6454 §6.2), or None if malformed.
 
     Scheme and host are lower-cased (RFC 6454 §4) and the port is the scheme's default when the
@@ -64,12 +72,12 @@ def _parse(origin):
     return scheme, _normal_host(host), port or _DEFAULT_PORTS[scheme]
 
 
-def _serialize(scheme, host, port):
+def _serialize(scheme: str, host: str, port: int) -> str:
     host = f"[{host}]" if ":" in host else host
     return f"{scheme}://{host}" if port == _DEFAULT_PORTS[scheme] else f"{scheme}://{host}:{port}"
 
 
-def site_origin(request):
+def site_origin(request: HttpRequest) -> _Origin:
     """The request's own origin as (scheme, host, port): ``request.is_secure()`` and
     ``request.get_host()``, so Django's proxy settings apply (``SECURE_PROXY_SSL_HEADER``,
     ``USE_X_FORWARDED_HOST``), and a Host that is not in ``ALLOWED_HOSTS`` raises Django's
@@ -79,7 +87,7 @@ def site_origin(request):
     return scheme, _normal_host(domain.strip("[]")), int(port) if port else _DEFAULT_PORTS[scheme]
 
 
-def _matches(pattern, scheme, host, port, *, with_domain=False):
+def _matches(pattern: str, scheme: str, host: str, port: int, *, with_domain: bool = False) -> bool:
     """Whether an origin matches one entry of a list of allowed origins.
 
     Entries are ``"*"``, or origins such as ``"https://example.com"`` (the port defaults to the
@@ -102,8 +110,13 @@ def _matches(pattern, scheme, host, port, *, with_domain=False):
 
 
 def check_origin(
-    request, origin, *, allowed_origins=None, allowed_by="WEBSOCKET_ALLOWED_ORIGINS", require_origin=False
-):
+    request: HttpRequest,
+    origin: str | None,
+    *,
+    allowed_origins: Sequence[str] | None = None,
+    allowed_by: str = "WEBSOCKET_ALLOWED_ORIGINS",
+    require_origin: bool = False,
+) -> Refusal | None:
     """Return ``None`` if the handshake's ``Origin`` is acceptable, else a :class:`Refusal`.
 
     Acceptable: the request's own origin (:func:`site_origin`), one matching ``allowed_origins``

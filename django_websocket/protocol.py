@@ -9,13 +9,19 @@ of :meth:`~ServerProtocol.data_to_send`. Messages we send are turned into frame 
 same core serve threads, gevent and tests.
 """
 
+from __future__ import annotations
+
 import codecs
 import enum
+from typing import TYPE_CHECKING, TypeAlias
 
 from .exceptions import ConnectionClosed, InvalidFrame, InvalidPayload, MessageTooBig, ProtocolError
 from .frames import CloseCode, Opcode, apply_mask, parse_close, serialize_close, serialize_frame
 
-__all__ = ["State", "Ping", "Pong", "Close", "ServerProtocol", "DEFAULT_MAX_MESSAGE_SIZE"]
+if TYPE_CHECKING:
+    from .deflate import PerMessageDeflate
+
+__all__ = ["State", "Ping", "Pong", "Close", "ServerProtocol", "DEFAULT_MAX_MESSAGE_SIZE", "Message", "Event"]
 
 DEFAULT_MAX_MESSAGE_SIZE = 2**20  # 1 MiB
 
@@ -40,17 +46,17 @@ class State(enum.IntEnum):
 class Ping:
     __slots__ = ("payload",)
 
-    def __init__(self, payload):
+    def __init__(self, payload: bytes) -> None:
         self.payload = payload
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Ping({self.payload!r})"
 
 
 class Pong(Ping):
     __slots__ = ()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Pong({self.payload!r})"
 
 
@@ -59,15 +65,21 @@ class Close:
 
     __slots__ = ("code", "reason")
 
-    def __init__(self, code, reason=""):
+    def __init__(self, code: int, reason: str = "") -> None:
         self.code = code
         self.reason = reason
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Close({self.code!r}, {self.reason!r})"
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         return isinstance(other, Close) and (self.code, self.reason) == (other.code, other.reason)
+
+
+#: A message: text as ``str``, binary as ``bytes``.
+Message: TypeAlias = str | bytes
+#: What :meth:`ServerProtocol.events_received` returns: messages, and control frames as events.
+Event: TypeAlias = str | bytes | Ping | Pong | Close
 
 
 class ServerProtocol:
@@ -78,43 +90,49 @@ class ServerProtocol:
     the negotiated permessage-deflate object, if any (see :mod:`django_websocket.deflate`).
     """
 
-    def __init__(self, *, max_message_size=DEFAULT_MAX_MESSAGE_SIZE, max_frame_size=None, extension=None):
+    def __init__(
+        self,
+        *,
+        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+        max_frame_size: int | None = None,
+        extension: PerMessageDeflate | None = None,
+    ) -> None:
         self.state = State.OPEN
         self.max_message_size = max_message_size
         self.max_frame_size = max_frame_size
         self.extension = extension
         #: The close code and reason, once known (sent or received); 1006 if the peer vanished.
-        self.close_code = None
+        self.close_code: int | None = None
         self.close_reason = ""
         self.close_sent = False
         self.close_received = False
         #: The :class:`ProtocolError` that failed the connection, if one did.
-        self.failure = None
+        self.failure: ProtocolError | None = None
         # The close frame of a failure, until data_to_send() hands it out (see there).
-        self._failure_close = None
+        self._failure_close: bytes | None = None
         self._buf = bytearray()
         self._pos = 0
-        self._events = []
-        self._out = []
+        self._events: list[Event] = []
+        self._out: list[bytes] = []
         # The frame being read: its header fields and how much payload is still to come.
-        self._f_opcode = None
+        self._f_opcode: int | None = None
         self._f_fin = False
         self._f_mask = b""
         self._f_remaining = 0
         self._f_offset = 0
         # The pieces of a large binary frame received so far (see _collect_binary), and their size.
-        self._f_pieces = None
+        self._f_pieces: list[bytes | bytearray | memoryview] | None = None
         self._f_collected = 0
         # The data message being reassembled (RFC 6455 §5.4).
-        self._m_opcode = None
+        self._m_opcode: int | None = None
         self._m_compressed = False
         self._m_buf = bytearray()
         self._m_size = 0
-        self._m_decoder = None
+        self._m_decoder: codecs.IncrementalDecoder | None = None
 
     # --- input --------------------------------------------------------------------------------
 
-    def receive_data(self, data):
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Feed bytes read from the peer."""
         if self.state is State.CLOSED:
             return  # RFC 6455 §5.5.1 / §7.1.7: nothing after a close or a failure is processed
@@ -128,12 +146,12 @@ class ServerProtocol:
         except ProtocolError as exc:
             self.fail(exc)
 
-    def _collect_binary(self, data):
+    def _collect_binary(self, data: bytes | bytearray | memoryview) -> bytes | bytearray | memoryview:
         # A large binary frame arrives in pieces, kept aside as they are and joined once at the
         # end: grown in the parse buffer, it would be copied again each time the buffer grows.
         missing = self._f_remaining - self._f_collected
         if len(data) < missing:
-            pieces = self._f_pieces
+            pieces: list[bytes | bytearray | memoryview] = self._f_pieces  # type: ignore[assignment]  # set: see receive_data
             if len(data) >= 4096:
                 pieces.append(data if type(data) is bytes else bytes(data))
             elif type(pieces[-1]) is bytearray and len(pieces[-1]) < 65536:
@@ -144,14 +162,14 @@ class ServerProtocol:
                 pieces.append(bytearray(data))
             self._f_collected += len(data)
             return b""
-        pieces = self._f_pieces
+        pieces = self._f_pieces  # type: ignore[assignment]
         pieces.append(memoryview(data)[:missing])
         self._f_pieces = None
         self._f_opcode = None
         self._data(apply_mask(b"".join(pieces), self._f_mask), self._f_fin)
         return data[missing:]
 
-    def receive_eof(self):
+    def receive_eof(self) -> None:
         """The peer closed its side of the TCP connection."""
         if self.state is not State.CLOSED:
             # No close frame came: the connection closed abnormally (RFC 6455 §7.1.5, §7.4.1).
@@ -163,12 +181,12 @@ class ServerProtocol:
         self._pos = 0
         self._f_pieces = None
 
-    def events_received(self):
+    def events_received(self) -> list[Event]:
         """Return and forget the events parsed since the last call."""
         events, self._events = self._events, []
         return events
 
-    def data_to_send(self, *, hold_failure_close=False):
+    def data_to_send(self, *, hold_failure_close: bool = False) -> bytes:
         """Return and forget the bytes the protocol wants written (pongs, close frames).
 
         With ``hold_failure_close``, the close frame of a failure stays back (and data may still
@@ -186,11 +204,11 @@ class ServerProtocol:
         return out
 
     @property
-    def failure_close_pending(self):
+    def failure_close_pending(self) -> bool:
         """Whether the close frame of a failure was held back by ``data_to_send``."""
         return self._failure_close is not None
 
-    def fail(self, exc):
+    def fail(self, exc: ProtocolError) -> None:
         """Fail the connection with ``exc.code`` (RFC 6455 §7.1.7): send a close, discard input."""
         self.failure = exc
         if not self.close_sent and self._failure_close is None:
@@ -203,7 +221,7 @@ class ServerProtocol:
         self._pos = 0
         self._f_pieces = None
 
-    def _parse(self):
+    def _parse(self) -> None:
         buf = self._buf
         pos = self._pos
         end = len(buf)
@@ -254,7 +272,7 @@ class ServerProtocol:
                         pos = start + length
                         if opcode == _TEXT:
                             try:
-                                message = message.decode("utf-8")
+                                message = message.decode("utf-8")  # type: ignore[assignment]  # now text
                             except UnicodeDecodeError as exc:
                                 raise InvalidPayload(f"invalid UTF-8 in a text message: {exc.reason}") from None
                         self._events.append(message)
@@ -313,7 +331,7 @@ class ServerProtocol:
             pos = 0
         self._pos = pos
 
-    def _check_header(self, b0, b1, opcode, fin, rsv1, length):
+    def _check_header(self, b0: int, b1: int, opcode: int, fin: bool, rsv1: bool, length: int) -> None:
         if b0 & 0x30:
             raise InvalidFrame("RSV2/RSV3 set without a negotiated extension (§5.2)")
         if not b1 & 0x80:
@@ -340,7 +358,7 @@ class ServerProtocol:
         else:
             raise InvalidFrame(f"reserved data opcode {opcode:#x} (§5.2)")
 
-    def _check_size(self, opcode, rsv1, length):
+    def _check_size(self, opcode: int, rsv1: bool, length: int) -> None:
         if self.max_frame_size is not None and length > self.max_frame_size:
             raise MessageTooBig(f"frame of {length} bytes is over the limit of {self.max_frame_size}")
         compressed = rsv1 if opcode != _CONTINUATION else self._m_compressed
@@ -351,10 +369,10 @@ class ServerProtocol:
             if size > limit:
                 raise MessageTooBig(f"message of {size}+ bytes is over the limit of {limit}")
 
-    def _data(self, chunk, message_done):
+    def _data(self, chunk: bytes | bytearray, message_done: bool) -> None:
         if self._m_compressed:
             limit = self.max_message_size
-            chunk = self.extension.decompress(
+            chunk = self.extension.decompress(  # type: ignore[union-attr]  # RSV1 needs the extension
                 chunk, end=message_done, max_length=None if limit is None else limit - self._m_size
             )
             if limit is not None and self._m_size + len(chunk) > limit:
@@ -394,13 +412,13 @@ class ServerProtocol:
             else:
                 buf += chunk
 
-    def _end_message(self):
+    def _end_message(self) -> None:
         self._m_opcode = None
         self._m_buf = bytearray()
         self._m_size = 0
         self._m_decoder = None
 
-    def _control(self, opcode, payload):
+    def _control(self, opcode: int, payload: bytes) -> None:
         if opcode == _PING:
             self._events.append(Ping(payload))
             if not self.close_sent:
@@ -424,7 +442,7 @@ class ServerProtocol:
 
     # --- output -------------------------------------------------------------------------------
 
-    def send(self, message):
+    def send(self, message: str | bytes | bytearray | memoryview) -> bytes:
         """Return the frame bytes for ``message``: ``str`` as text, bytes-like as binary."""
         if self.close_sent:
             raise ConnectionClosed(self.close_code, self.close_reason)
@@ -438,21 +456,21 @@ class ServerProtocol:
             return serialize_frame(opcode, self.extension.compress(payload), rsv1=True)
         return serialize_frame(opcode, payload)
 
-    def send_ping(self, payload=b""):
+    def send_ping(self, payload: bytes = b"") -> bytes:
         if self.close_sent:
             raise ConnectionClosed(self.close_code, self.close_reason)
         if len(payload) > 125:
             raise ValueError("a ping payload is at most 125 bytes (RFC 6455 §5.5)")
         return serialize_frame(_PING, bytes(payload))
 
-    def send_pong(self, payload=b""):
+    def send_pong(self, payload: bytes = b"") -> bytes:
         if self.close_sent:
             raise ConnectionClosed(self.close_code, self.close_reason)
         if len(payload) > 125:
             raise ValueError("a pong payload is at most 125 bytes (RFC 6455 §5.5)")
         return serialize_frame(_PONG, bytes(payload))
 
-    def send_close(self, code=CloseCode.NORMAL_CLOSURE, reason=""):
+    def send_close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> bytes:
         """Return the close frame to start the closing handshake, or ``b""`` if one was sent.
 
         After a failure whose close frame is still held back, that frame is returned instead.

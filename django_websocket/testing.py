@@ -15,6 +15,8 @@ With pytest, ``from django_websocket.testing import websocket_client`` in a ``co
 gives tests the :func:`websocket_client` fixture.
 """
 
+from __future__ import annotations
+
 import base64
 import collections
 import json
@@ -24,6 +26,9 @@ import struct
 import sys
 import threading
 import time
+from collections.abc import Callable, Generator, Iterable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 from django.core.handlers.wsgi import WSGIHandler
 from django.core.signals import got_request_exception, request_started
@@ -36,6 +41,17 @@ from .frames import CloseCode, Opcode, parse_close, serialize_close, serialize_f
 from .handshake import accept_key
 from .servers.devserver import ThreadedWebSocketWSGIServer
 from .websocket import ENVIRON_KEY, Handover
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from django.contrib.auth.base_user import AbstractBaseUser
+    from django.db.backends.base.base import BaseDatabaseWrapper
+    from django.http.response import HttpResponseBase
+
+    from .protocol import ServerProtocol
+
+    _ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 
 __all__ = [
     "WebSocketClient",
@@ -67,10 +83,10 @@ _READ_SIZE = 65536
 # server.
 
 
-def _connections_to_share():
+def _connections_to_share() -> list[BaseDatabaseWrapper]:
     shared = []
     for conn in connections.all(initialized_only=True):
-        in_memory = conn.vendor == "sqlite" and conn.is_in_memory_db()
+        in_memory = conn.vendor == "sqlite" and conn.is_in_memory_db()  # type: ignore[attr-defined]
         if conn.in_atomic_block or in_memory:
             shared.append(conn)
     return shared
@@ -80,22 +96,22 @@ class _EnvironFactory(RequestFactory):
     """Builds the WSGI environ of a request exactly as a test ``Client`` would (its defaults, its
     cookies), without running it."""
 
-    def __init__(self, client):
+    def __init__(self, client: Client) -> None:
         super().__init__()
         self.defaults = client.defaults
         self.cookies = client.cookies
         self.errors = getattr(client, "errors", self.errors)
 
-    def request(self, **request):
-        return self._base_environ(**request)
+    def request(self, **request: Any) -> dict[str, Any]:  # type: ignore[override]  # the environ itself
+        return self._base_environ(**request)  # type: ignore[attr-defined, no-any-return]
 
 
-def _describe(message):
+def _describe(message: object) -> str:
     text = repr(message)
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def _describe_close(code, reason):
+def _describe_close(code: int | None, reason: str) -> str:
     if code == CloseCode.ABNORMAL_CLOSURE:
         return "closed the connection without a close frame (1006)"
     return f"closed the connection with code {code}" + (f" ({reason!r})" if reason else "")
@@ -115,53 +131,74 @@ class WebSocketClient:
     and :meth:`close` (or use it as a context manager), which also checks that the view returned.
     """
 
-    def __init__(self, client=None, *, timeout=DEFAULT_TIMEOUT, raise_request_exception=None):
+    # Set by connect(): every use comes after it.
+    _sock: socket.socket
+    _thread: threading.Thread
+    _handover: Handover | _ASGIConnection
+
+    def __init__(
+        self,
+        client: Client | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        raise_request_exception: bool | None = None,
+    ) -> None:
         self.client = Client() if client is None else client
         self.timeout = timeout
         if raise_request_exception is None:
             raise_request_exception = getattr(self.client, "raise_request_exception", True)
         self.raise_request_exception = raise_request_exception
         #: The path of :meth:`connect`.
-        self.path = None
+        self.path: str | None = None
         #: Whether the view accepted the connection.
         self.accepted = False
         #: The subprotocol the view accepted, or None.
-        self.subprotocol = None
+        self.subprotocol: str | None = None
         #: The :class:`~django.http.HttpResponse` of a refused handshake, else None.
-        self.response = None
+        self.response: HttpResponseBase | None = None
         #: The close code the server sent (1006 if it closed the connection without one), once
         #: the client saw the end of the connection; else None.
-        self.close_code = None
+        self.close_code: int | None = None
         #: The reason that came with :attr:`close_code`.
         self.close_reason = ""
-        self._sock = None
+        self._sock = None  # type: ignore[assignment]
         self._buf = bytearray()
-        self._messages = collections.deque()
-        self._fragments = None  # (opcode, [payloads]) of a fragmented message being received
+        self._messages: collections.deque[str | bytes] = collections.deque()
+        # (opcode, [payloads]) of a fragmented message being received
+        self._fragments: tuple[int, list[bytes]] | None = None
         self._close_sent = False
-        self._thread = None
-        self._handover = None
-        self._environ = None
-        self._exc_info = None
+        self._thread = None  # type: ignore[assignment]
+        self._handover = None  # type: ignore[assignment]
+        self._environ: dict[str, Any] | None = None
+        self._exc_info: _ExcInfo | tuple[None, None, None] | None = None
         self._finished = False
 
     # --- authentication, on the shared test Client -------------------------------------------
 
-    def force_login(self, user, backend=None):
+    def force_login(self, user: AbstractBaseUser, backend: str | None = None) -> None:
         """Log ``user`` in for the requests of this client and of its test ``Client``."""
         self.client.force_login(user, backend)
 
-    def login(self, **credentials):
+    def login(self, **credentials: Any) -> bool:
         """As the test ``Client``'s ``login()``: True if the credentials were accepted."""
         return self.client.login(**credentials)
 
-    def logout(self):
+    def logout(self) -> None:
         """Log out, for this client and its test ``Client``."""
         self.client.logout()
 
     # --- the opening handshake ----------------------------------------------------------------
 
-    def connect(self, path, *, headers=None, subprotocols=(), secure=False, timeout=None, **extra):
+    def connect(
+        self,
+        path: str,
+        *,
+        headers: dict[str, str] | None = None,
+        subprotocols: Iterable[str] = (),
+        secure: bool = False,
+        timeout: float | None = None,
+        **extra: Any,
+    ) -> tuple[bool, str | int | None]:
         """Open a WebSocket to ``path`` (which may hold a query string) and wait for the view's answer.
 
         Returns ``(True, subprotocol)`` when the view accepted the connection (``subprotocol`` is
@@ -185,7 +222,7 @@ class WebSocketClient:
         }
         if subprotocols:
             handshake["HTTP_SEC_WEBSOCKET_PROTOCOL"] = ", ".join(subprotocols)
-        environ = _EnvironFactory(self.client).generic(
+        environ: dict[str, Any] = _EnvironFactory(self.client).generic(  # type: ignore[assignment]
             "GET", path, secure=secure, headers=headers, **{**handshake, **extra}
         )
         view_sock, self._sock = socket.socketpair()
@@ -221,7 +258,9 @@ class WebSocketClient:
         self.subprotocol = response_headers.get("sec-websocket-protocol")
         return True, self.subprotocol
 
-    def _start_wsgi(self, environ, view_sock, shared):
+    def _start_wsgi(
+        self, environ: dict[str, Any], view_sock: socket.socket, shared: list[BaseDatabaseWrapper]
+    ) -> None:
         # The handler is built here, not in __init__, so that override_settings(MIDDLEWARE=...)
         # inside a test applies, as it does to the test Client.
         handler = WSGIHandler()
@@ -235,7 +274,9 @@ class WebSocketClient:
         )
         self._thread.start()
 
-    def _start_asgi(self, environ, view_sock, key, shared):
+    def _start_asgi(
+        self, environ: dict[str, Any], view_sock: socket.socket, key: str, shared: list[BaseDatabaseWrapper]
+    ) -> None:
         scope = _scope_from_environ(environ, self)
         self._share(shared, lambda scope=None, **kwargs: scope is not None and scope.get(_CLIENT_KEY) is self)
         connection = _ASGIConnection(self, _handler_giving_back(shared), scope, view_sock, key, shared)
@@ -243,13 +284,13 @@ class WebSocketClient:
         self._thread = threading.Thread(target=connection.run, name=f"WebSocketClient {self.path}", daemon=True)
         self._thread.start()
 
-    def _share(self, shared, is_ours):
+    def _share(self, shared: list[BaseDatabaseWrapper], is_ours: Callable[..., bool]) -> None:
         # See the top of the module: the view takes the test's connections after request_started.
         for conn in shared:
             conn.inc_thread_sharing()
         if shared:
 
-            def take_shared(sender, **kwargs):
+            def take_shared(sender: object, **kwargs: Any) -> None:
                 if is_ours(**kwargs):
                     for conn in shared:
                         connections[conn.alias] = conn
@@ -258,10 +299,12 @@ class WebSocketClient:
         got_request_exception.connect(self._store_exception, dispatch_uid=self._dispatch_uid, weak=False)
 
     @property
-    def _dispatch_uid(self):
+    def _dispatch_uid(self) -> str:
         return f"django_websocket.testing.{id(self)}"
 
-    def _serve(self, handler, environ, view_sock, shared):
+    def _serve(
+        self, handler: WSGIHandler, environ: dict[str, Any], view_sock: socket.socket, shared: list[BaseDatabaseWrapper]
+    ) -> None:
         # The view's thread, which plays the part of a server's connection thread.
         try:
             response = handler(environ, lambda status, headers, exc_info=None: None)
@@ -284,14 +327,14 @@ class WebSocketClient:
             for conn in shared:
                 conn.dec_thread_sharing()
 
-    def _store_exception(self, sender, request=None, **kwargs):
+    def _store_exception(self, sender: object, request: object = None, **kwargs: Any) -> None:
         # The request is this client's: its environ holds our handover, or its scope our mark.
         meta = getattr(request, "META", {})
         scope = getattr(request, "scope", {})
         if meta.get(ENVIRON_KEY) is self._handover or scope.get(_CLIENT_KEY) is self:
             self._exc_info = sys.exc_info()
 
-    def _read_response_head(self, deadline, timeout):
+    def _read_response_head(self, deadline: float, timeout: float) -> str | None:
         # The 101 response, or None when the view's end of the connection closed unused.
         while b"\r\n\r\n" not in self._buf:
             data = self._recv(deadline)
@@ -311,7 +354,7 @@ class WebSocketClient:
 
     # --- sending ------------------------------------------------------------------------------
 
-    def send(self, message):
+    def send(self, message: str | bytes | bytearray | memoryview) -> None:
         """Send ``message``: ``str`` as a text message, bytes-like as a binary one."""
         if isinstance(message, str):
             opcode, payload = Opcode.TEXT, message.encode("utf-8")
@@ -322,11 +365,11 @@ class WebSocketClient:
         self._require_open(f"send {_describe(message)}")
         self._send_frame(opcode, payload)
 
-    def send_json(self, data):
+    def send_json(self, data: Any) -> None:
         """Send ``data`` as JSON in a text message."""
         self.send(json.dumps(data))
 
-    def _send_frame(self, opcode, payload):
+    def _send_frame(self, opcode: int, payload: bytes) -> None:
         frame = serialize_frame(opcode, payload, mask=os.urandom(4))
         self._sock.settimeout(self.timeout)
         try:
@@ -338,7 +381,7 @@ class WebSocketClient:
         except OSError as exc:
             raise AssertionError(f"Could not send to {self.path}: the connection is gone ({exc})") from None
 
-    def _require_open(self, what):
+    def _require_open(self, what: str) -> None:
         if not self.accepted:
             raise AssertionError(f"Cannot {what}: the WebSocket is not connected (call connect() first)")
         if self.close_code is not None or self._close_sent:
@@ -349,7 +392,7 @@ class WebSocketClient:
 
     # --- receiving ----------------------------------------------------------------------------
 
-    def receive(self, timeout=None):
+    def receive(self, timeout: float | None = None) -> str | bytes:
         """Return the next message from the view (``str`` or ``bytes``), waiting up to ``timeout``.
 
         Fails the test when none comes in time, or when the server closes the connection instead
@@ -369,7 +412,7 @@ class WebSocketClient:
             raise AssertionError(f"Expected a message from {self.path}, but the server {closed}")
         raise AssertionError(f"Expected a message from {self.path} within {timeout}s, but none came")
 
-    def receive_json(self, timeout=None):
+    def receive_json(self, timeout: float | None = None) -> Any:
         """Return the next message decoded from JSON; fails the test if it is not JSON text."""
         message = self.receive(timeout)
         if not isinstance(message, str):
@@ -379,13 +422,13 @@ class WebSocketClient:
         except ValueError as exc:
             raise AssertionError(f"Expected a JSON text message from {self.path}, got {_describe(message)}: {exc}")
 
-    def receive_nothing(self, timeout=0.1):
+    def receive_nothing(self, timeout: float = 0.1) -> bool:
         """Whether no message arrives within ``timeout`` seconds (one that does stays queued)."""
         if not self._messages and self.accepted:
             self._read_until(lambda: self._messages, time.monotonic() + timeout)
         return not self._messages
 
-    def wait_closed(self, timeout=None):
+    def wait_closed(self, timeout: float | None = None) -> int:
         """Wait until the server closes the connection and return its close code.
 
         Fails the test if a message comes first (read it with :meth:`receive` before), or when
@@ -405,7 +448,7 @@ class WebSocketClient:
         self._raise_view_exception()
         return self.close_code
 
-    def _recv(self, deadline):
+    def _recv(self, deadline: float) -> bytes | None:
         # b"" at the end of the connection, None when the deadline passed first.
         left = deadline - time.monotonic()
         if left <= 0:
@@ -418,7 +461,7 @@ class WebSocketClient:
         except OSError:
             return b""
 
-    def _read_until(self, done, deadline):
+    def _read_until(self, done: Callable[[], object], deadline: float) -> None:
         # Read frames until done() is true, the connection ends, or the deadline passes.
         while not done() and self.close_code is None:
             if not self._process_frames():
@@ -430,7 +473,7 @@ class WebSocketClient:
                     return
                 self._buf += data
 
-    def _process_frames(self):
+    def _process_frames(self) -> bool:
         # Handle every complete frame in the buffer; False when none was complete.
         progressed = False
         while self.close_code is None:
@@ -441,7 +484,7 @@ class WebSocketClient:
             self._handle_frame(*frame)
         return progressed
 
-    def _parse_frame(self):
+    def _parse_frame(self) -> tuple[bool, int, bytes] | None:
         buf = self._buf
         if len(buf) < 2:
             return None
@@ -465,7 +508,7 @@ class WebSocketClient:
         del buf[: pos + length]
         return bool(b0 & 0x80), b0 & 0x0F, payload
 
-    def _handle_frame(self, fin, opcode, payload):
+    def _handle_frame(self, fin: bool, opcode: int, payload: bytes) -> None:
         if opcode == Opcode.PING:
             self._send_frame(Opcode.PONG, payload)
         elif opcode == Opcode.PONG:
@@ -496,8 +539,8 @@ class WebSocketClient:
         else:
             raise AssertionError(f"{self.path} sent a frame with the reserved opcode {opcode:#x}")
 
-    def _end_message(self):
-        opcode, parts = self._fragments
+    def _end_message(self) -> None:
+        opcode, parts = self._fragments  # type: ignore[misc]  # a message is being received
         self._fragments = None
         data = b"".join(parts)
         if opcode == Opcode.TEXT:
@@ -508,7 +551,7 @@ class WebSocketClient:
         else:
             self._messages.append(data)
 
-    def _drain(self):
+    def _drain(self) -> None:
         # After the close handshake the server closes the TCP connection (RFC 6455 §7.1.1): read
         # until it does, so that our own close is not a reset, then close our end.
         deadline = time.monotonic() + self.timeout
@@ -518,13 +561,13 @@ class WebSocketClient:
                 break
         self._sock.close()
 
-    def _connection_lost(self):
+    def _connection_lost(self) -> None:
         self.close_code, self.close_reason = CloseCode.ABNORMAL_CLOSURE, ""
         self._sock.close()
 
     # --- closing ------------------------------------------------------------------------------
 
-    def close(self, code=CloseCode.NORMAL_CLOSURE, reason=""):
+    def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Close the connection with ``code`` and wait for the view to return.
 
         Messages not yet received are discarded. Fails the test when the server does not answer
@@ -549,16 +592,16 @@ class WebSocketClient:
             self._sock.close()
         self._finish()
 
-    def _join(self, deadline):
+    def _join(self, deadline: float) -> bool:
         self._thread.join(max(0, deadline - time.monotonic()))
         return not self._thread.is_alive()
 
-    def _view_ended(self):
+    def _view_ended(self) -> None:
         # Once the connection ended, the view returns soon: wait for it, so that its exception
         # (if it raised one) is known.
         self._join(time.monotonic() + self.timeout)
 
-    def _finish(self):
+    def _finish(self) -> None:
         self._finished = True
         if not self._join(time.monotonic() + self.timeout):
             raise AssertionError(
@@ -567,15 +610,17 @@ class WebSocketClient:
             )
         self._raise_view_exception()
 
-    def _raise_view_exception(self):
+    def _raise_view_exception(self) -> None:
         exc_info, self._exc_info = self._exc_info, None
         if exc_info is not None and self.raise_request_exception:
-            raise exc_info[1].with_traceback(exc_info[2])
+            raise exc_info[1].with_traceback(exc_info[2])  # type: ignore[union-attr]
 
-    def __enter__(self):
+    def __enter__(self) -> WebSocketClient:
         return self
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if exc_type is None:
             self.close()
         else:
@@ -585,7 +630,7 @@ class WebSocketClient:
             except Exception:
                 pass
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         if self.path is None:
             state = "not connected"
         elif not self.accepted:
@@ -602,13 +647,13 @@ class WebSocketClient:
 _CLIENT_KEY = "django_websocket.testing.client"
 
 
-def _give_back(shared):
+def _give_back(shared: list[BaseDatabaseWrapper]) -> None:
     for conn in shared:
         if connections[conn.alias] is conn:
             del connections[conn.alias]
 
 
-def _handler_giving_back(shared):
+def _handler_giving_back(shared: list[BaseDatabaseWrapper]) -> Any:
     """The project's ASGI application, which gives the test's connections back (from asgiref's
     thread for sync code, where the async view's queries ran) before request_finished."""
     from asgiref.sync import sync_to_async
@@ -616,15 +661,15 @@ def _handler_giving_back(shared):
     from .asgi import WebSocketASGIHandler
 
     class Handler(WebSocketASGIHandler):
-        async def _finish_response(self, response):
+        async def _finish_response(self, response: Any) -> None:
             if shared:
                 await sync_to_async(_give_back)(shared)
-            await super()._finish_response(response)
+            await super()._finish_response(response)  # type: ignore[no-untyped-call]  # until asgi.py is typed
 
-    return Handler()
+    return Handler()  # type: ignore[no-untyped-call]  # until asgi.py is typed
 
 
-def _resolves_to_async_view(path_info):
+def _resolves_to_async_view(path_info: str) -> bool:
     from asgiref.sync import iscoroutinefunction
     from django.urls import Resolver404, get_resolver
 
@@ -634,7 +679,7 @@ def _resolves_to_async_view(path_info):
         return False
 
 
-def _scope_from_environ(environ, client):
+def _scope_from_environ(environ: dict[str, Any], client: WebSocketClient) -> dict[str, Any]:
     """The ``websocket`` scope an ASGI server would give for the request ``environ`` describes."""
     headers = []
     for name, value in environ.items():
@@ -668,7 +713,20 @@ class _ASGIConnection:
     WebSocket on its end of the client's socket pair with the protocol core, as an ASGI server
     would with its own framing."""
 
-    def __init__(self, client, app, scope, sock, key, shared):
+    # Set by _main() and the accept: every use comes after them.
+    loop: asyncio.AbstractEventLoop
+    to_app: asyncio.Queue[dict[str, Any]]
+    proto: ServerProtocol
+
+    def __init__(
+        self,
+        client: WebSocketClient,
+        app: Any,
+        scope: dict[str, Any],
+        sock: socket.socket,
+        key: str,
+        shared: list[BaseDatabaseWrapper],
+    ) -> None:
         self.client = client
         self.app = app
         self.scope = scope
@@ -676,10 +734,10 @@ class _ASGIConnection:
         self.key = key
         self.shared = shared
         self.taken = False  # whether the app accepted (for the client's refusal logic)
-        self.proto = None
-        self.response_start = None
+        self.proto = None  # type: ignore[assignment]
+        self.response_start: dict[str, Any] | None = None
 
-    def run(self):
+    def run(self) -> None:
         import asyncio
 
         try:
@@ -690,14 +748,14 @@ class _ASGIConnection:
             for conn in self.shared:
                 conn.dec_thread_sharing()
 
-    async def _main(self):
+    async def _main(self) -> None:
         import asyncio
 
         self.loop = asyncio.get_running_loop()
         self.sock.setblocking(False)
         self.to_app = asyncio.Queue()
         self.to_app.put_nowait({"type": "websocket.connect"})
-        self.reader = None
+        self.reader: asyncio.Task[None] | None = None
         try:
             await self.app(self.scope, self.to_app.get, self._from_app)
         finally:
@@ -709,13 +767,13 @@ class _ASGIConnection:
                 pass
             self.sock.close()
 
-    async def _write(self, data):
+    async def _write(self, data: bytes) -> None:
         try:
             await self.loop.sock_sendall(self.sock, data)
         except OSError:
             pass
 
-    async def _from_app(self, event):
+    async def _from_app(self, event: dict[str, Any]) -> None:
         kind = event["type"]
         if kind == "websocket.accept":
             from .handshake import accept_response
@@ -730,8 +788,9 @@ class _ASGIConnection:
         elif kind == "websocket.http.response.body":
             from django.http import HttpResponse
 
-            response = HttpResponse(event.get("body", b""), status=self.response_start["status"])
-            for name, value in self.response_start.get("headers", ()):
+            start: dict[str, Any] = self.response_start  # type: ignore[assignment]  # the event before
+            response = HttpResponse(event.get("body", b""), status=start["status"])
+            for name, value in start.get("headers", ()):
                 if name.lower() != b"set-cookie":
                     response[name.decode("latin-1")] = value.decode("latin-1")
             self.client.response = response
@@ -748,7 +807,7 @@ class _ASGIConnection:
                 text = event.get("text")
                 await self._write(self.proto.send(text if text is not None else event.get("bytes", b"")))
 
-    async def _read(self):
+    async def _read(self) -> None:
         from .protocol import Close, State
 
         proto = self.proto
@@ -781,12 +840,12 @@ class _ASGIConnection:
 class _LiveWebSocketServer(ThreadedWebSocketWSGIServer):
     """The live server, which knows its connections so that it can end them when it stops."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._connections = {}  # connection thread -> its socket
+        self._connections: dict[threading.Thread, socket.socket] = {}  # connection thread -> its socket
         self._connections_lock = threading.Lock()
 
-    def process_request_thread(self, request, client_address):
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
         with self._connections_lock:
             self._connections[threading.current_thread()] = request
         try:
@@ -795,7 +854,7 @@ class _LiveWebSocketServer(ThreadedWebSocketWSGIServer):
             with self._connections_lock:
                 self._connections.pop(threading.current_thread(), None)
 
-    def end_connections(self, timeout=5.0):
+    def end_connections(self, timeout: float = 5.0) -> None:
         """End every open connection (WebSockets included) and wait for their threads.
 
         A WebSocket outlives the test that opened it when a browser keeps its page open; its
@@ -818,10 +877,10 @@ class WebSocketLiveServerThread(LiveServerThread):
 
     server_class = _LiveWebSocketServer
 
-    def terminate(self):
+    def terminate(self) -> None:
         if hasattr(self, "httpd"):
             self.httpd.shutdown()  # no new connections ...
-            self.httpd.end_connections()  # ... and none left running
+            self.httpd.end_connections()  # type: ignore[attr-defined]  # ... and none left running
         super().terminate()
 
 
@@ -837,7 +896,7 @@ class WebSocketLiveServerTestCase(LiveServerTestCase):
     server_thread_class = WebSocketLiveServerThread
 
     @classproperty
-    def live_server_ws_url(cls):
+    def live_server_ws_url(cls) -> str:
         """``ws://host:port`` of the live server."""
         return f"ws://{cls.host}:{cls.server_thread.port}"
 
@@ -847,12 +906,12 @@ class WebSocketLiveServerTestCase(LiveServerTestCase):
 try:
     import pytest
 except ImportError:  # pragma: no cover - pytest is optional
-    pytest = None
+    pytest = None  # type: ignore[assignment]
 
 if pytest is not None:
 
     @pytest.fixture
-    def websocket_client(client):
+    def websocket_client(client: Client) -> Generator[WebSocketClient, None, None]:
         """A :class:`WebSocketClient` sharing pytest-django's ``client`` (cookies, login), closed
         after the test, which fails if its view is still running then."""
         ws = WebSocketClient(client)

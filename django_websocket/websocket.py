@@ -38,6 +38,8 @@ lock, and writes only what the socket takes at once: if a view is blocked writin
 that stopped reading, the frame waits in ``_out`` and that view writes it after its own.
 """
 
+from __future__ import annotations
+
 import collections
 import enum
 import logging
@@ -46,12 +48,21 @@ import select
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
 from . import deflate
-from .exceptions import ConnectionClosed, InvalidState, ProtocolError
+from .exceptions import ConnectionClosed, InvalidState, ProtocolError, WebSocketError
 from .frames import CloseCode, Opcode, serialize_frame
-from .handshake import accept_response
-from .protocol import DEFAULT_MAX_MESSAGE_SIZE, Close, Pong, ServerProtocol, State
+from .handshake import Request, accept_response
+from .protocol import DEFAULT_MAX_MESSAGE_SIZE, Close, Message, Pong, ServerProtocol, State
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from typing_extensions import Self
+
+_T = TypeVar("_T")
 
 __all__ = [
     "ENVIRON_KEY",
@@ -96,22 +107,24 @@ CLOSED = ConnectionState.CLOSED
 
 # Every accepted, not yet ended connection of this process: for graceful shutdown (close_all),
 # the connection cap and keepalive.
-_open = set()
+_open: set[_OpenConnection] = set()
 _open_lock = threading.Lock()
 _shutting_down = threading.Event()
 
 
-def open_connections():
+def open_connections() -> int:
     """The number of WebSocket connections open in this process."""
     return len(_open)
 
 
-def is_shutting_down():
+def is_shutting_down() -> bool:
     """Whether :func:`close_all` was called: new handshakes should then be refused (503)."""
     return _shutting_down.is_set()
 
 
-def close_all(code=CloseCode.GOING_AWAY, reason="server shutting down", timeout=None):
+def close_all(
+    code: int = CloseCode.GOING_AWAY, reason: str = "server shutting down", timeout: float | None = None
+) -> int:
     """Close every open connection of this process with ``code`` (1001 by default).
 
     Sends every connection its close frame at once (never waiting for one slow client), then
@@ -147,10 +160,59 @@ _POLL_OUT = select.POLLOUT | select.POLLERR | select.POLLHUP
 _poll = select.poll
 
 
-def _writable_now(sock):
+def _writable_now(sock: Socket) -> bool:
     poller = _poll()
     poller.register(sock, _POLL_OUT)
     return bool(poller.poll(0))
+
+
+class Lock(Protocol):
+    """What a connection needs of a lock (``threading.Lock``, or the one a :class:`Handover` gives)."""
+
+    def acquire(self, blocking: bool = ..., timeout: float = ...) -> bool: ...
+
+    def release(self) -> object: ...
+
+    def __enter__(self) -> object: ...
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None, /
+    ) -> object: ...
+
+
+class Socket(Protocol):
+    """What a connection needs of the socket a :class:`Handover` gives: a ``socket.socket``
+    (gevent's too), or a wrapper such as :class:`~django_websocket.servers.tls.SerializedTLSSocket`."""
+
+    def recv(self, bufsize: int, /) -> bytes: ...
+
+    def send(self, data: bytes | bytearray | memoryview, /) -> int: ...
+
+    def sendall(self, data: bytes | bytearray | memoryview, /) -> None: ...
+
+    def settimeout(self, timeout: float | None, /) -> None: ...
+
+    def shutdown(self, how: int, /) -> None: ...
+
+    def close(self) -> None: ...
+
+    def fileno(self) -> int: ...
+
+
+class _OpenConnection(Protocol):
+    # What close_all() needs of every connection open in the process (WebSocket, and those of
+    # django_websocket.events).
+    @property
+    def close_timeout(self) -> float: ...
+
+    @property
+    def _state(self) -> ConnectionState: ...
+
+    def _start_close(self, code: int, reason: str, blocking: bool) -> object: ...
+
+    def _pull(self, blocking: bool) -> None: ...
+
+    def _end(self, reason: str, *, clean: bool) -> None: ...
 
 
 class Handover:
@@ -168,7 +230,15 @@ class Handover:
     blocking in ``with`` statements, and with ``acquire(blocking=False)``).
     """
 
-    def __init__(self, take, *, accepted=False, wait_readable=None, writable_now=None, lock=None):
+    def __init__(
+        self,
+        take: Callable[[], tuple[Socket, bytes]],
+        *,
+        accepted: bool = False,
+        wait_readable: Callable[[Socket, float | None], bool] | None = None,
+        writable_now: Callable[[Socket], bool] | None = None,
+        lock: Callable[[], Lock] | None = None,
+    ) -> None:
         self._take = take
         self.accepted = accepted
         self.wait_readable = wait_readable
@@ -176,7 +246,7 @@ class Handover:
         self.lock = lock
         self.taken = False
 
-    def take(self):
+    def take(self) -> tuple[Socket, bytes]:
         if self.taken:
             raise InvalidState("the connection was already handed over")
         self.taken = True
@@ -202,23 +272,30 @@ class WebSocket:
         "ping_sent", "idle_timeout", "_on_idle", "end_reason", "_released", "__dict__", "__weakref__",
     )  # fmt: skip
 
+    # Set by accept(), None before: every use is after accept() or checks for None first, so
+    # they are typed as set.
+    _sock: Socket
+    _proto: ServerProtocol
+    #: ``time.monotonic()`` of the last bytes received (keepalive reads it); None until accept().
+    last_received: float
+
     def __init__(
         self,
-        request,
-        handover,
+        request: Request,
+        handover: Handover,
         *,
-        max_message_size=DEFAULT_MAX_MESSAGE_SIZE,
-        max_frame_size=None,
-        subprotocols=(),
-        compression=True,
-        close_timeout=5.0,
-        send_timeout=None,
-        ping_interval=None,
-        ping_timeout=None,
-        max_queue=DEFAULT_MAX_QUEUE,
-        max_queue_bytes=DEFAULT_MAX_QUEUE_BYTES,
-        headers=(),
-    ):
+        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+        max_frame_size: int | None = None,
+        subprotocols: Iterable[str] = (),
+        compression: bool = True,
+        close_timeout: float = 5.0,
+        send_timeout: float | None = None,
+        ping_interval: float | None = None,
+        ping_timeout: float | None = None,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+        max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES,
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> None:
         #: The validated handshake (:class:`~django_websocket.handshake.Request`).
         self.handshake = request
         self._handover = handover
@@ -233,56 +310,55 @@ class WebSocket:
         self.max_queue = max_queue
         self.max_queue_bytes = max_queue_bytes
         self._response_headers = tuple(headers)
-        self._subprotocol = None
+        self._subprotocol: str | None = None
         self._state = CONNECTING
-        self._sock = None
-        self._proto = None
+        self._sock = None  # type: ignore[assignment]
+        self._proto = None  # type: ignore[assignment]
         # Received messages not yet read: a deque made when one arrives, dropped when the view
         # waits on an empty one (an idle connection does not keep its 64-slot block).
-        self._messages = None
+        self._messages: collections.deque[Message] | None = None
         self._queued_bytes = 0
         # Frames any thread produced (pongs, pings, close frames), written by the next holder of
         # the write lock, in order, between whole data frames: a list made when one is queued.
-        self._out = None
-        make_lock = handover.lock or threading.Lock
+        self._out: list[bytes] | None = None
+        make_lock: Callable[[], Lock] = handover.lock or threading.Lock
         self._write_lock = make_lock()  # also serialises accept()
         self._recv_lock = make_lock()
         self._state_lock = make_lock()
         self._last_pull = 0.0
-        self._poller = None
-        self._close_deadline = None
+        self._poller: select.poll | None = None
+        self._close_deadline: float | None = None
         self._closing_locally = False
         self._clean_end = False
-        self._ended = None  # a threading.Event, made only when a thread waits for the end
-        #: ``time.monotonic()`` of the last bytes received (keepalive reads it).
-        self.last_received = None
-        self._pong_waiters = {}
-        self._close_callbacks = []
+        self._ended: threading.Event | None = None  # made only when a thread waits for the end
+        self.last_received = None  # type: ignore[assignment]
+        self._pong_waiters: dict[bytes, threading.Event] = {}
+        self._close_callbacks: list[Callable[[Any], object]] = []
         #: ``time.monotonic()`` when the keepalive ping now unanswered was sent, else None.
-        self.ping_sent = None
+        self.ping_sent: float | None = None
         #: Seconds :meth:`wait` blocks before it calls the idle callback (see ``_on_idle``).
-        self.idle_timeout = 1.0
+        self.idle_timeout: float | None = 1.0
         # Called once, in the waiting thread, when wait() has been blocked for idle_timeout
         # seconds (the Django layer releases the thread's database connections then).
-        self._on_idle = None
+        self._on_idle: Callable[[], object] | None = None
         #: Why the connection ended, once it did (for logs and tests), else None.
-        self.end_reason = None
+        self.end_reason: str | None = None
         self._released = False
 
     # --- the opening handshake ----------------------------------------------------------------
 
     @property
-    def subprotocols(self):
+    def subprotocols(self) -> list[str]:
         """The subprotocols the client offered, in its order of preference."""
         return list(self.handshake.subprotocols)
 
     @property
-    def protocol(self):
+    def protocol(self) -> str | None:
         """The subprotocol of the connection, or None: the one accepted, or before :meth:`accept`,
         the one that will be chosen by default."""
         return self._subprotocol if self.accepted else self.choose_subprotocol()
 
-    def choose_subprotocol(self):
+    def choose_subprotocol(self) -> str | None:
         """The first of the server's subprotocols (in the server's order) that the client offered."""
         offered = self.handshake.subprotocols
         for candidate in self.server_subprotocols:
@@ -291,16 +367,16 @@ class WebSocket:
         return None
 
     @property
-    def state(self):
+    def state(self) -> ConnectionState:
         """The :class:`ConnectionState` of the connection."""
         return self._state
 
     @property
-    def accepted(self):
+    def accepted(self) -> bool:
         """Whether the ``101`` was sent (or the connection ended after it was)."""
         return self._proto is not None and self._state is not CONNECTING
 
-    def accept(self, subprotocol=None):
+    def accept(self, subprotocol: str | None = None) -> None:
         """Send the ``101 Switching Protocols`` answer and take over the connection.
 
         ``subprotocol`` must be one the client offered; by default the first of the server's
@@ -312,7 +388,7 @@ class WebSocket:
                 raise InvalidState(f"the WebSocket was already {'accepted' if self.accepted else 'refused'}")
             self._accept_locked(subprotocol)
 
-    def _ensure_accepted(self):
+    def _ensure_accepted(self) -> None:
         if self._state is CONNECTING:
             # Two threads may use a fresh connection at once: only one accepts, and the other
             # waits until the 101 is written and the connection is usable.
@@ -320,7 +396,7 @@ class WebSocket:
                 if self._state is CONNECTING:
                     self._accept_locked(None)
 
-    def _accept_locked(self, subprotocol):
+    def _accept_locked(self, subprotocol: str | None) -> None:
         # The write lock is held: no other thread can write (or read: readers accept first).
         if subprotocol is None:
             subprotocol = self.choose_subprotocol()
@@ -368,7 +444,7 @@ class WebSocket:
             self._write_out()
         self._check_done()
 
-    def _reject(self):
+    def _reject(self) -> None:
         """The view refused the handshake with an HTTP response: the connection never opened.
         The final step still runs (close callbacks, if any were added)."""
         with self._write_lock:
@@ -377,7 +453,7 @@ class WebSocket:
             self._state = OPEN  # CONNECTING -> CLOSED goes through the same final step
         self._end("refused before the opening handshake", clean=False)
 
-    def add_close_callback(self, callback):
+    def add_close_callback(self, callback: Callable[[Self], object]) -> None:
         """Call ``callback(websocket)`` once the connection has ended, from whichever thread
         ended it; at once, in this thread, if it already has."""
         with self._state_lock:
@@ -389,23 +465,23 @@ class WebSocket:
     # --- state --------------------------------------------------------------------------------
 
     @property
-    def closed(self):
+    def closed(self) -> bool:
         """True once a close frame was sent or received, or the connection was lost."""
         return self._state is CLOSING or self._state is CLOSED
 
-    def is_closed(self):
+    def is_closed(self) -> bool:
         return self.closed
 
     @property
-    def close_code(self):
+    def close_code(self) -> int | None:
         """The close code once known: the peer's, ours, 1005 (none given) or 1006 (lost)."""
         return self._proto.close_code if self._proto is not None else None
 
     @property
-    def close_reason(self):
+    def close_reason(self) -> str:
         return self._proto.close_reason if self._proto is not None else ""
 
-    def _closed_error(self):
+    def _closed_error(self) -> WebSocketError:
         proto = self._proto
         if proto is None:
             return InvalidState("the WebSocket was refused before it opened")
@@ -413,7 +489,7 @@ class WebSocket:
 
     # --- sending ------------------------------------------------------------------------------
 
-    def send(self, message):
+    def send(self, message: str | bytes | bytearray | memoryview) -> None:
         """Send a message: ``str`` as a text frame; bytes, bytearray or memoryview as binary.
 
         Anything else is sent as ``str(message)``. Safe to call from several threads at once.
@@ -450,7 +526,7 @@ class WebSocket:
             self._last_pull = now
             self._pull(blocking=True)
 
-    def ping(self, payload=None):
+    def ping(self, payload: str | bytes | None = None) -> threading.Event:
         """Send a ping; returns a :class:`threading.Event` set when the matching pong arrives.
 
         Without ``payload``, a random one tells this ping's pong from others'. A pong also
@@ -478,7 +554,7 @@ class WebSocket:
         self._flush(blocking=True)
         return waiter
 
-    def _send_keepalive_ping(self):
+    def _send_keepalive_ping(self) -> bool:
         """Queue a keepalive ping and write it if the socket takes it at once; never blocks."""
         with self._state_lock:
             if self._state is not OPEN:
@@ -487,7 +563,7 @@ class WebSocket:
         self._flush(blocking=False)
         return True
 
-    def _write(self, data):
+    def _write(self, data: bytes) -> None:
         # Called with the write lock held: the whole frame is written before another thread may
         # write, which keeps frames whole. Each send() may wait send_timeout for the client to
         # take some bytes, so the timeout means "no progress for this long": a client reading a
@@ -507,21 +583,21 @@ class WebSocket:
             self._end("the client went away", clean=False)
             raise self._closed_error() from None
 
-    def _queue_out(self, frame):
+    def _queue_out(self, frame: bytes) -> None:
         # The state lock is held.
         if self._out is None:
             self._out = [frame]
         else:
             self._out.append(frame)
 
-    def _take_out(self):
+    def _take_out(self) -> bytes:
         with self._state_lock:
             out, self._out = self._out, None
         if not out:
             return b""
         return out[0] if len(out) == 1 else b"".join(out)
 
-    def _write_out(self):
+    def _write_out(self) -> None:
         # The write lock is held: write every queued frame, blocking as _write does.
         data = self._take_out()
         if data and self._state is not CLOSED:
@@ -530,7 +606,7 @@ class WebSocket:
             except ConnectionClosed:
                 pass
 
-    def _flush(self, blocking):
+    def _flush(self, blocking: bool) -> bool:
         """Write the queued frames. Blocking: wait for the write lock and for the client (the
         thread is the connection's own). Else: only if the lock is free, and only what the
         socket takes at once; a holder of the lock writes the rest after its own frame.
@@ -554,7 +630,7 @@ class WebSocket:
                 return True
             blocking = False
 
-    def _write_now(self):
+    def _write_now(self) -> None:
         # Write lock held; write what the socket takes without waiting, keep the rest queued.
         if not self._handover.writable_now(self._sock):
             return
@@ -570,7 +646,7 @@ class WebSocket:
 
     # --- receiving ----------------------------------------------------------------------------
 
-    def wait(self, timeout=None):
+    def wait(self, timeout: float | None = None) -> Message | None:
         """Return the next message, blocking until one arrives.
 
         Text frames give ``str``, binary frames ``bytes``. Returns None once the connection is
@@ -599,7 +675,8 @@ class WebSocket:
                         return None
                     continue
                 on_idle = self._on_idle
-                if on_idle is not None and (remaining is None or remaining > self.idle_timeout):
+                # (_on_idle is only set when idle_timeout is not None.)
+                if on_idle is not None and (remaining is None or remaining > self.idle_timeout):  # type: ignore[operator]
                     if not self._receive(self.idle_timeout, True) and self._state is not CLOSED:
                         # Nothing for idle_timeout seconds: the view is idle, tell its owner.
                         self._on_idle = None
@@ -607,7 +684,7 @@ class WebSocket:
                     continue
                 self._receive(remaining, True)
 
-    def _pop(self):
+    def _pop(self) -> Message:
         # IndexError when another thread took the last message first. No lock: only the reader
         # appends, and should read() and wait() in two threads both pop, a lost update of the
         # size is forgotten when the queue next runs empty (wait() resets it).
@@ -618,7 +695,13 @@ class WebSocket:
         self._queued_bytes -= len(message)
         return message
 
-    def read(self, fallback=None):
+    @overload
+    def read(self) -> Message | None: ...
+
+    @overload
+    def read(self, fallback: _T) -> Message | _T: ...
+
+    def read(self, fallback: object = None) -> object:
         """Return the next message if one is already there, else ``fallback``; never blocks."""
         self._pull(blocking=False, accept=True)
         if self._messages:
@@ -628,17 +711,17 @@ class WebSocket:
                 pass
         return fallback
 
-    def has_messages(self):
+    def has_messages(self) -> bool:
         """Whether a message is ready to be read; never blocks."""
         self._pull(blocking=False, accept=True)
         return bool(self._messages)
 
-    def count_messages(self):
+    def count_messages(self) -> int:
         """How many messages are ready to be read; never blocks."""
         self._pull(blocking=False, accept=True)
         return len(self._messages or ())
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Message]:
         """Yield messages until the connection closes."""
         while True:
             message = self.wait()
@@ -646,19 +729,19 @@ class WebSocket:
                 return
             yield message
 
-    def _queue_full(self):
+    def _queue_full(self) -> bool:
         messages = self._messages
         return messages is not None and (
             len(messages) >= self.max_queue or self._queued_bytes >= self.max_queue_bytes
         )
 
     @property
-    def reading_paused(self):
+    def reading_paused(self) -> bool:
         """Whether the connection stopped reading its socket because its queue of unread
         messages is full (:data:`DEFAULT_MAX_QUEUE`); it reads again as the view reads."""
         return self._queue_full()
 
-    def _pull(self, blocking, accept=False):
+    def _pull(self, blocking: bool, accept: bool = False) -> None:
         """Read what the socket already holds, up to the queue's bound, without waiting for the
         peer. ``blocking`` says whether this thread may wait to write replies (pongs, a close).
         If another thread is reading, it will queue what arrives: report what is queued now."""
@@ -678,7 +761,7 @@ class WebSocket:
         if self._out and not blocking:
             self._flush(blocking=False)
 
-    def _wait_readable(self, timeout):
+    def _wait_readable(self, timeout: float | None) -> bool:
         custom = self._handover.wait_readable
         if custom is not None:
             return custom(self._sock, timeout)
@@ -689,7 +772,7 @@ class WebSocket:
             self._poller.register(self._sock, _POLL_IN)
         return bool(self._poller.poll(None if timeout is None else max(0, int(timeout * 1000 + 0.999))))
 
-    def _receive(self, timeout, blocking):
+    def _receive(self, timeout: float | None, blocking: bool) -> bool:
         """Read once from the socket (the read lock is held), waiting at most ``timeout``
         (None: no bound); False if nothing came. ``blocking``: as for :meth:`_pull`."""
         deadline = self._close_deadline
@@ -720,7 +803,7 @@ class WebSocket:
             self._flush(blocking)
         return True
 
-    def _feed(self, data):
+    def _feed(self, data: bytes) -> bool:
         """Give received bytes to the protocol and queue what they mean; no I/O. Returns whether
         frames are waiting to be written or the closing handshake may be over."""
         self.last_received = time.monotonic()
@@ -758,7 +841,7 @@ class WebSocket:
                 self._state = CLOSING
             return self._out is not None or state is _PROTO_CLOSED
 
-    def _answer_pings(self, payload):
+    def _answer_pings(self, payload: bytes) -> None:
         # State lock held. A pong answers its ping and every ping sent before it.
         waiters = self._pong_waiters
         if payload not in waiters:
@@ -768,7 +851,7 @@ class WebSocket:
             if key == payload:
                 break
 
-    def _send_held_close(self, blocking=True):
+    def _send_held_close(self, blocking: bool = True) -> None:
         # The view has read every message received before the failure: now fail for real.
         with self._state_lock:
             data = self._proto.data_to_send()
@@ -776,7 +859,7 @@ class WebSocket:
                 self._queue_out(data)
         self._flush(blocking)
 
-    def _check_done(self):
+    def _check_done(self) -> None:
         # Called with the write lock held, once the queued frames were written: the closing
         # handshake is over when both close frames were exchanged (or ours, after a failure,
         # went out), and nothing of ours is still waiting to be written.
@@ -786,7 +869,7 @@ class WebSocket:
 
     # --- closing ------------------------------------------------------------------------------
 
-    def close(self, code=CloseCode.NORMAL_CLOSURE, reason=""):
+    def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Start the closing handshake (once; later calls only wait for it) and end the connection.
 
         Waits up to ``close_timeout`` seconds for the peer's close frame, then ends the
@@ -814,7 +897,7 @@ class WebSocket:
         if self._state is not CLOSED:
             self._end(f"the client did not answer the close frame within {self.close_timeout}s", clean=False)
 
-    def start_close(self, code=CloseCode.NORMAL_CLOSURE, reason=""):
+    def start_close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> bool:
         """Send the close frame (once) without waiting for the answer; False if already ended.
 
         Whoever reads the connection next (the view's ``wait``, or :meth:`close`) completes the
@@ -826,7 +909,7 @@ class WebSocket:
         self._start_close(code, reason, blocking=True)
         return True
 
-    def _start_close(self, code, reason, blocking):
+    def _start_close(self, code: int, reason: str, blocking: bool) -> None:
         """Queue our close frame (once) and write it, or leave it to the writer if not
         ``blocking``; the closing handshake then completes when the peer answers."""
         with self._state_lock:
@@ -844,7 +927,7 @@ class WebSocket:
             self._queued_bytes = 0
         self._flush(blocking)
 
-    def fail(self, code, reason=""):
+    def fail(self, code: int, reason: str = "") -> None:
         """Fail the connection (RFC 6455 §7.1.7): send a close frame with ``code`` and end the
         connection without waiting for the peer's answer. Never blocks: when another thread is
         writing, it writes the close frame after its own and ends the connection (its own
@@ -867,7 +950,7 @@ class WebSocket:
             # The close frame is out (and the connection ended), or the socket took nothing.
             self._end(self.end_reason, clean=False)
 
-    def _wait_ended(self, timeout):
+    def _wait_ended(self, timeout: float) -> bool:
         with self._state_lock:
             if self._state is CLOSED:
                 return True
@@ -876,7 +959,7 @@ class WebSocket:
             ended = self._ended
         return ended.wait(max(0.0, timeout))
 
-    def _end(self, reason, *, clean):
+    def _end(self, reason: str, *, clean: bool) -> None:
         """The single final step of every connection (see the module's docstring): run once,
         from whichever thread saw the end first. ``clean``: the closing handshake completed, so
         only our side of TCP is shut (the server closes first, RFC 6455 §7.1.1) and the peer's
@@ -916,7 +999,7 @@ class WebSocket:
             logger.info("WebSocket %s ended: %s", self.handshake.path, reason)
         self._run_callbacks(callbacks)
 
-    def _run_callbacks(self, callbacks):
+    def _run_callbacks(self, callbacks: Iterable[Callable[[Any], object]]) -> None:
         # No lock is held: a callback may take other locks, or use the connection's attributes.
         for callback in callbacks:
             try:
@@ -924,7 +1007,7 @@ class WebSocket:
             except Exception:
                 logger.exception("Error in a close callback of %r", self)
 
-    def _release(self):
+    def _release(self) -> None:
         """Close the socket's descriptor, once the connection ended: the owner's last step, once
         nothing else uses the socket (the view returned). After a clean end, first read until
         the peer's FIN (bounded by ``close_timeout``), so that unread input does not turn our
@@ -965,6 +1048,6 @@ class WebSocket:
             if got_recv:
                 self._recv_lock.release()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<WebSocket {self.handshake.path!r} {self._state.value}>"
 

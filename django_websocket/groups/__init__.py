@@ -14,17 +14,43 @@ The backend (``WEBSOCKET_GROUPS["BACKEND"]``) decides how far a message goes: th
 this process (in-memory, the default) or of every process on one Redis server (Redis).
 """
 
+from __future__ import annotations
+
 import json
 import os
 import threading
 import uuid
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.utils.module_loading import import_string
 
 from ..conf import DEFAULTS, settings
 from ..websocket import WebSocket
-from .base import BackendUnavailable, validate_group
+from .base import BackendUnavailable, BaseGroupBackend, Member, validate_group
+
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    class _Joining(Member, Protocol):
+        # The self of the mixins' methods: a connection combined with a mixin.
+        _group_backend: BaseGroupBackend | None
+
+        def _ensure_accepted(self) -> None: ...
+
+    class _AsyncJoining(Member, Protocol):
+        _group_backend: BaseGroupBackend | None
+
+        async def _ensure_accepted(self) -> None: ...
+
+    from ..types import AsyncWebSocketConnection, Sendable, WebSocketConnection
+
+    #: What ``exclude`` of :func:`send` takes: a socket or its id, or an iterable of them.
+    Exclude: TypeAlias = (
+        "WebSocketConnection | AsyncWebSocketConnection | str"
+        " | Iterable[WebSocketConnection | AsyncWebSocketConnection | str] | None"
+    )
 
 __all__ = [
     "send",
@@ -36,11 +62,11 @@ __all__ = [
     "BackendUnavailable",
 ]
 
-_backend = None
+_backend: BaseGroupBackend | None = None
 _backend_lock = threading.Lock()
 
 
-def _config():
+def _config() -> tuple[type[BaseGroupBackend], dict[str, Any]]:
     config = {**DEFAULTS["WEBSOCKET_GROUPS"], **settings.WEBSOCKET_GROUPS}
     try:
         cls = import_string(config["BACKEND"])
@@ -51,7 +77,7 @@ def _config():
     return cls, {**getattr(cls, "default_config", {}), **config}
 
 
-def uses_memory_backend():
+def uses_memory_backend() -> bool:
     """Whether ``WEBSOCKET_GROUPS`` names the in-memory backend (or a subclass): one that
     reaches the sockets of this process only. Servers that run several processes warn then."""
     from .memory import MemoryGroupBackend
@@ -60,7 +86,7 @@ def uses_memory_backend():
     return isinstance(cls, type) and issubclass(cls, MemoryGroupBackend)
 
 
-def get_backend():
+def get_backend() -> BaseGroupBackend:
     """The group backend of this process, built from ``WEBSOCKET_GROUPS`` (read at each call:
     a change of the setting, or a fork, gives a new backend)."""
     global _backend
@@ -79,7 +105,7 @@ def get_backend():
     return backend
 
 
-def _exclude_ids(exclude):
+def _exclude_ids(exclude: Any) -> frozenset[str]:  # an Exclude
     if exclude is None:
         return frozenset()
     if isinstance(exclude, (str, GroupsMixin)):
@@ -87,7 +113,7 @@ def _exclude_ids(exclude):
     return frozenset(item if isinstance(item, str) else item.id for item in exclude)
 
 
-def send(group, message, *, exclude=None):
+def send(group: str, message: Sendable, *, exclude: Exclude = None) -> None:
     """Send ``message`` to every socket in ``group``: a ``str`` as text, bytes as binary.
 
     ``exclude`` is a socket (``request.websocket``), its ``id``, or an iterable of them, that
@@ -103,7 +129,9 @@ def send(group, message, *, exclude=None):
     get_backend().send(group, message, _exclude_ids(exclude))
 
 
-def send_json(group, data, *, exclude=None, cls=None, **kwargs):
+def send_json(
+    group: str, data: Any, *, exclude: Exclude = None, cls: type[json.JSONEncoder] | None = None, **kwargs: Any
+) -> None:
     """Send ``data`` encoded as JSON in a text message: with Django's encoder by default (dates,
     decimals and UUIDs included), else the ``cls`` given; ``kwargs`` go to ``json.dumps``."""
     send(group, json.dumps(data, cls=cls or DjangoJSONEncoder, **kwargs), exclude=exclude)
@@ -119,12 +147,16 @@ class GroupsMixin:
 
     __slots__ = ()
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.id = uuid.uuid4().hex
-        self._group_backend = None
+    # The slots of the class combining the mixin with a connection (see above).
+    id: str
+    _group_backend: BaseGroupBackend | None
 
-    def join(self, group):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.id = uuid.uuid4().hex  # type: ignore[misc]  # a slot of the combining class
+        self._group_backend = None  # type: ignore[misc]
+
+    def join(self: _Joining, group: str) -> None:
         """Put this socket in ``group``, then accept the connection if it was not yet.
 
         The membership is in place (with Redis: the subscription too) before the ``101`` goes
@@ -136,13 +168,13 @@ class GroupsMixin:
         backend.join(group, self)
         self._ensure_accepted()
 
-    def leave(self, group):
+    def leave(self: _Joining, group: str) -> None:
         """Take this socket out of ``group``; leaving a group it is not in does nothing."""
         if self._group_backend is not None:
             self._group_backend.leave(group, self)
 
     @property
-    def groups(self):
+    def groups(self: _Joining) -> frozenset[str]:
         """The groups this socket is in."""
         if self._group_backend is None:
             return frozenset()
@@ -155,7 +187,8 @@ class AsyncGroupsMixin(GroupsMixin):
 
     __slots__ = ()
 
-    async def join(self, group):
+    # (The ignores: join and leave are coroutines here, and plain methods in GroupsMixin.)
+    async def join(self: _AsyncJoining, group: str) -> None:  # type: ignore[override]
         """Put this socket in ``group``, then accept the connection if it was not yet."""
         import asyncio
 
@@ -164,7 +197,7 @@ class AsyncGroupsMixin(GroupsMixin):
         await asyncio.get_running_loop().run_in_executor(None, backend.join, group, self)
         await self._ensure_accepted()
 
-    async def leave(self, group):
+    async def leave(self: _AsyncJoining, group: str) -> None:  # type: ignore[override]
         """Take this socket out of ``group``; leaving a group it is not in does nothing."""
         if self._group_backend is not None:
             self._group_backend.leave(group, self)

@@ -9,16 +9,20 @@ monkey-patching), which writes through the socket's thread-safe ``send``. A sock
 overflows cannot keep up; it is closed with 1008 instead of letting memory grow.
 """
 
+from __future__ import annotations
+
 import collections
 import logging
 import os
 import threading
 import time
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from ..exceptions import ConnectionClosed, WebSocketError
 from ..frames import CloseCode
 
-__all__ = ["BaseGroupBackend", "BackendUnavailable", "Outbox", "validate_group"]
+__all__ = ["BaseGroupBackend", "BackendUnavailable", "Outbox", "validate_group", "Member"]
 
 logger = logging.getLogger("django_websocket.groups")
 
@@ -33,7 +37,29 @@ class BackendUnavailable(WebSocketError):
     """
 
 
-def validate_group(group):
+class Member(Protocol):
+    """What a backend needs of a socket that joins a group (the connections of
+    :mod:`django_websocket.groups`: any of them has these). Its thread-safe ``_send_threadsafe``
+    (an async connection's) or ``send`` carries the messages."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+    @property
+    def close_code(self) -> int | None: ...
+
+    @property
+    def close_reason(self) -> str: ...
+
+    def add_close_callback(self, callback: Callable[[Any], object]) -> None: ...
+
+    def fail(self, code: int, reason: str = "") -> None: ...
+
+
+def validate_group(group: object) -> str:
     if not isinstance(group, str):
         raise TypeError(f"a group name must be a str, not {type(group).__name__}")
     if not 0 < len(group) <= MAX_GROUP_NAME:
@@ -48,12 +74,12 @@ class Outbox:
     queue is dropped and the connection failed with 1008 (``fail`` never waits for the socket).
     """
 
-    def __init__(self, websocket, limit, on_done):
+    def __init__(self, websocket: Member, limit: int, on_done: Callable[[Member], object]) -> None:
         self.websocket = websocket
         self.limit = limit
-        self.groups = set()  # guarded by the backend's lock
+        self.groups: set[str] = set()  # guarded by the backend's lock
         self._on_done = on_done  # called once the outbox is finished, to drop the membership
-        self._queue = collections.deque()
+        self._queue: collections.deque[str | bytes] = collections.deque()
         self._ready = threading.Condition(threading.Lock())
         self._finished = False
         self._thread = threading.Thread(
@@ -61,7 +87,7 @@ class Outbox:
         )
         self._thread.start()
 
-    def put(self, message):
+    def put(self, message: str | bytes) -> bool:
         """Queue ``message``; False if the outbox is finished or just overflowed."""
         with self._ready:
             if self._finished:
@@ -82,7 +108,7 @@ class Outbox:
         self._fail("too slow for group messages")
         return False
 
-    def finish(self):
+    def finish(self) -> None:
         """Stop sending (the socket closed or was discarded); queued messages are dropped."""
         with self._ready:
             self._finished = True
@@ -93,19 +119,21 @@ class Outbox:
         # all wait for the GIL at once and slow that thread down several times over.
         time.sleep(0)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._queue)
 
-    def _fail(self, reason):
+    def _fail(self, reason: str) -> None:
         try:
             self.websocket.fail(CloseCode.POLICY_VIOLATION, reason)
         except Exception:  # the connection may already be gone in any way: nothing left to do
             logger.debug("Failing slow WebSocket %s", self.websocket.id, exc_info=True)
 
-    def _run(self):
+    def _run(self) -> None:
         websocket = self.websocket
         # The thread-safe send of an async connection (whose send() is a coroutine).
-        send = getattr(websocket, "_send_threadsafe", None) or websocket.send
+        send: Callable[[str | bytes], object] = (
+            getattr(websocket, "_send_threadsafe", None) or websocket.send  # type: ignore[attr-defined]
+        )
         while True:
             with self._ready:
                 while not self._queue and not self._finished:
@@ -136,9 +164,9 @@ class _Members:
 
     __slots__ = ("outboxes", "snapshot")
 
-    def __init__(self):
-        self.outboxes = {}
-        self.snapshot = ()
+    def __init__(self) -> None:
+        self.outboxes: dict[Outbox, None] = {}
+        self.snapshot: tuple[Outbox, ...] | None = ()
 
 
 class BaseGroupBackend:
@@ -147,21 +175,21 @@ class BaseGroupBackend:
     ``config`` is the ``WEBSOCKET_GROUPS`` setting merged with the defaults.
     """
 
-    def __init__(self, config):
+    def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
         self.pid = os.getpid()
         self._lock = threading.Lock()
-        self._groups = {}  # group -> _Members, while the group has members here
-        self._outboxes = {}  # websocket -> Outbox
+        self._groups: dict[str, _Members] = {}  # group -> _Members, while the group has members here
+        self._outboxes: dict[Member, Outbox] = {}  # websocket -> Outbox
 
     # --- membership (called through request.websocket.join / leave) -------------------------
 
-    def join(self, group, websocket):
+    def join(self, group: str, websocket: Member) -> None:
         validate_group(group)
         with self._lock:
             outbox = self._outboxes.get(websocket)
             first = outbox is None
-            if first:
+            if outbox is None:
                 # Read at call time, like every setting.
                 outbox = Outbox(websocket, self.config["QUEUE_SIZE"], self.discard)
                 self._outboxes[websocket] = outbox
@@ -180,7 +208,7 @@ class BaseGroupBackend:
             raise ConnectionClosed(websocket.close_code, websocket.close_reason)
         self.joined(group)
 
-    def leave(self, group, websocket):
+    def leave(self, group: str, websocket: Member) -> None:
         with self._lock:
             outbox = self._outboxes.get(websocket)
             if outbox is None or group not in outbox.groups:
@@ -188,7 +216,7 @@ class BaseGroupBackend:
             outbox.groups.discard(group)
             self._remove(group, outbox)
 
-    def discard(self, websocket):
+    def discard(self, websocket: Member) -> None:
         """End every membership of ``websocket`` and stop its sender (it closed)."""
         with self._lock:
             outbox = self._outboxes.pop(websocket, None)
@@ -199,7 +227,7 @@ class BaseGroupBackend:
             outbox.groups = set()
         outbox.finish()
 
-    def _remove(self, group, outbox):
+    def _remove(self, group: str, outbox: Outbox) -> None:
         members = self._groups.get(group)
         if members is None:
             return
@@ -208,25 +236,25 @@ class BaseGroupBackend:
         if not members.outboxes:
             del self._groups[group]
 
-    def groups_of(self, websocket):
+    def groups_of(self, websocket: Member) -> frozenset[str]:
         with self._lock:
             outbox = self._outboxes.get(websocket)
             return frozenset(outbox.groups) if outbox is not None else frozenset()
 
-    def local_members(self, group):
+    def local_members(self, group: str) -> int:
         """How many sockets of this process are in ``group``."""
         members = self._groups.get(group)
         return len(members.outboxes) if members is not None else 0
 
     # --- sending ------------------------------------------------------------------------------
 
-    def send(self, group, message, exclude=frozenset()):
+    def send(self, group: str, message: str | bytes, exclude: frozenset[str] = frozenset()) -> None:
         """Send ``message`` (str or bytes) to every member of ``group``, in any process the
         backend reaches, except the sockets whose ids are in ``exclude``. Never blocks on a
         client; raises :class:`BackendUnavailable` when the message cannot be carried."""
         raise NotImplementedError
 
-    def deliver(self, group, message, exclude=frozenset()):
+    def deliver(self, group: str, message: str | bytes, exclude: frozenset[str] = frozenset()) -> int:
         """Queue ``message`` for this process's members of ``group``; returns how many."""
         members = self._groups.get(group)
         if members is None:
@@ -247,11 +275,11 @@ class BaseGroupBackend:
 
     # --- life cycle ---------------------------------------------------------------------------
 
-    def joined(self, group):
+    def joined(self, group: str) -> None:
         """Called after a socket of this process joined ``group`` (the Redis backend starts its
         listener on the first join)."""
 
-    def close(self):
+    def close(self) -> None:
         """Drop every membership and stop the backend's threads (settings changed, tests)."""
         with self._lock:
             outboxes = list(self._outboxes.values())

@@ -11,5 +11,5 @@ __all__ = ["MemoryGroupBackend"]
 
 
 class MemoryGroupBackend(BaseGroupBackend):
-    def send(self, group, message, exclude=frozenset()):
+    def send(self, group: str, message: str | bytes, exclude: frozenset[str] = frozenset()) -> None:
         self.deliver(group, message, exclude)

@@ -13,15 +13,25 @@ Redis is down raises :class:`~django_websocket.groups.BackendUnavailable` within
 timeouts (``OPTIONS``); it never waits for Redis to come back.
 """
 
+from __future__ import annotations
+
 import logging
 import random
 import threading
 import time
+from collections.abc import Iterable
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import BackendUnavailable, BaseGroupBackend
+
+if TYPE_CHECKING:
+    from redis.backoff import NoBackoff
+    from redis.client import PubSub
+    from redis.retry import Retry
 
 __all__ = ["RedisGroupBackend"]
 
@@ -30,7 +40,7 @@ logger = logging.getLogger("django_websocket.groups")
 _TEXT, _BINARY = b"t", b"b"
 
 
-def _import_redis():
+def _import_redis() -> tuple[ModuleType, type[Retry], type[NoBackoff]]:
     try:
         import redis
         from redis.backoff import NoBackoff
@@ -42,7 +52,7 @@ def _import_redis():
     return redis, Retry, NoBackoff
 
 
-def encode(message, exclude):
+def encode(message: str | bytes, exclude: Iterable[str]) -> bytes:
     """A group message as one Redis payload: kind, the excluded socket ids, then the message."""
     if isinstance(message, str):
         kind, payload = _TEXT, message.encode("utf-8")
@@ -52,12 +62,12 @@ def encode(message, exclude):
     return b"".join((kind, ",".join(sorted(exclude)).encode("ascii"), b"\n", payload))
 
 
-def decode(data):
+def decode(data: bytes) -> tuple[str | bytes, frozenset[str]]:
     """The inverse of :func:`encode`: ``(message, exclude)``."""
     end = data.index(b"\n")
     kind, exclude, payload = data[:1], data[1:end], data[end + 1 :]
     if kind == _TEXT:
-        message = payload.decode("utf-8")
+        message: str | bytes = payload.decode("utf-8")
     elif kind == _BINARY:
         message = payload
     else:
@@ -65,12 +75,12 @@ def decode(data):
     return message, frozenset(exclude.decode("ascii").split(",")) if exclude else frozenset()
 
 
-def _glob_escape(text):
+def _glob_escape(text: str) -> str:
     # PSUBSCRIBE patterns are globs: the prefix must match only itself.
     return "".join("\\" + char if char in "*?[]\\" else char for char in text)
 
 
-def _redact(url):
+def _redact(url: str) -> str:
     # For log lines and errors: never print a password.
     parts = urlsplit(url)
     if parts.password is None:
@@ -101,7 +111,7 @@ class RedisGroupBackend(BaseGroupBackend):
     first_join_timeout = 5.0
     _poll = 1.0  # the listener's longest blocking read: it checks for stop and pings between
 
-    def __init__(self, config):
+    def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
         self._redis, Retry, NoBackoff = _import_redis()
         self.location = config["LOCATION"]
@@ -120,17 +130,17 @@ class RedisGroupBackend(BaseGroupBackend):
         except ValueError as exc:
             raise ImproperlyConfigured(f"WEBSOCKET_GROUPS['LOCATION'] {self.safe_location!r}: {exc}") from exc
         self._pattern = _glob_escape(self.prefix) + "*"
-        self._thread = None
+        self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._subscribed = threading.Event()  # set while the pattern subscription is in place
         self._first_attempt = threading.Event()  # set once the first connection attempt ended
         self._start_lock = threading.Lock()
         self._warned_down = False
-        self._down_since = None  # monotonic time the subscription was lost or first failed
+        self._down_since: float | None = None  # monotonic time the subscription was lost or first failed
 
     # --- sending ------------------------------------------------------------------------------
 
-    def send(self, group, message, exclude=frozenset()):
+    def send(self, group: str, message: str | bytes, exclude: frozenset[str] = frozenset()) -> None:
         channel = self._prefix_bytes + group.encode("utf-8")
         try:
             self._publisher.publish(channel, encode(message, exclude))
@@ -142,7 +152,7 @@ class RedisGroupBackend(BaseGroupBackend):
 
     # --- receiving ----------------------------------------------------------------------------
 
-    def joined(self, group):
+    def joined(self, group: str) -> None:
         if self._thread is None:
             with self._start_lock:
                 if self._thread is None:
@@ -160,7 +170,7 @@ class RedisGroupBackend(BaseGroupBackend):
                 self.safe_location,
             )
 
-    def _listen(self):
+    def _listen(self) -> None:
         delay = self.backoff_initial
         while not self._stopping.is_set():
             pubsub = self._subscriber.pubsub()
@@ -193,9 +203,9 @@ class RedisGroupBackend(BaseGroupBackend):
             self._stopping.wait(random.uniform(delay / 2, delay))
             delay = min(delay * 2, self.backoff_max)
 
-    def _read(self, pubsub):
+    def _read(self, pubsub: PubSub) -> None:
         last_heard = time.monotonic()
-        ping_sent = None
+        ping_sent: float | None = None
         while not self._stopping.is_set():
             message = pubsub.get_message(timeout=self._poll)
             now = time.monotonic()
@@ -214,7 +224,7 @@ class RedisGroupBackend(BaseGroupBackend):
             elif kind == "psubscribe":
                 self._on_subscribed()
 
-    def _on_subscribed(self):
+    def _on_subscribed(self) -> None:
         self._subscribed.set()
         self._first_attempt.set()
         if self._down_since is not None:
@@ -228,7 +238,7 @@ class RedisGroupBackend(BaseGroupBackend):
             logger.info("Subscribed to Redis at %s for groups (channels %s*)", self.safe_location, self.prefix)
         self._warned_down = False
 
-    def _on_message(self, channel, data):
+    def _on_message(self, channel: bytes, data: bytes) -> None:
         try:
             group = channel[len(self._prefix_bytes) :].decode("utf-8")
             message, exclude = decode(data)
@@ -242,7 +252,7 @@ class RedisGroupBackend(BaseGroupBackend):
 
     # --- life cycle ---------------------------------------------------------------------------
 
-    def close(self):
+    def close(self) -> None:
         self._stopping.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():

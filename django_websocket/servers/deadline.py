@@ -10,12 +10,18 @@ the headers, and the socket gets back the timeout it had.
 Under gevent a ``gevent.Timeout`` is such a deadline (see :mod:`django_websocket.servers.gevent`).
 """
 
+from __future__ import annotations
+
 import heapq
 import itertools
 import logging
 import socket
 import threading
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 __all__ = ["HeadTimeout", "HeadDeadlineReader", "HeadWatchdog"]
 
@@ -35,21 +41,21 @@ class HeadDeadlineReader(socket.SocketIO):
     timeout; past the deadline a read raises :exc:`HeadTimeout`.
     """
 
-    def __init__(self, sock):
+    def __init__(self, sock: socket.socket) -> None:
         super().__init__(sock, "rb")
         self._socket = sock
         self._timeout = sock.gettimeout()
-        self._deadline = None
+        self._deadline: float | None = None
 
-    def start(self, seconds):
+    def start(self, seconds: float) -> None:
         self._deadline = time.monotonic() + seconds
 
-    def end(self):
+    def end(self) -> None:
         if self._deadline is not None:
             self._deadline = None
             self._socket.settimeout(self._timeout)
 
-    def readinto(self, buffer):
+    def readinto(self, buffer: WriteableBuffer) -> int | None:
         if self._deadline is None:
             return super().readinto(buffer)
         left = self._deadline - time.monotonic()
@@ -65,7 +71,7 @@ class HeadDeadlineReader(socket.SocketIO):
 class _Watch:
     __slots__ = ("sock", "state")
 
-    def __init__(self, sock):
+    def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.state = "armed"  # then "ended" or "fired"
 
@@ -80,13 +86,13 @@ class HeadWatchdog:
     reused by another connection in the meantime.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._cond = threading.Condition(threading.Lock())
-        self._heap = []
+        self._heap: list[tuple[float, int, _Watch]] = []
         self._order = itertools.count()
-        self._thread = None
+        self._thread: threading.Thread | None = None
 
-    def watch(self, sock, seconds):
+    def watch(self, sock: socket.socket, seconds: float) -> _Watch:
         """Shut ``sock`` down in ``seconds`` unless :meth:`end` is called first."""
         watch = _Watch(socket.fromfd(sock.fileno(), sock.family, sock.type))
         deadline = time.monotonic() + seconds
@@ -100,7 +106,7 @@ class HeadWatchdog:
                 self._cond.notify()
         return watch
 
-    def end(self, watch):
+    def end(self, watch: _Watch) -> bool:
         """The head arrived in time: True, unless the deadline has just passed (the socket is
         then shut down, and the request must be dropped)."""
         with self._cond:
@@ -111,7 +117,7 @@ class HeadWatchdog:
             return True
         return False
 
-    def _run(self):
+    def _run(self) -> None:
         with self._cond:
             while True:
                 if not self._heap:

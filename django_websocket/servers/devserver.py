@@ -1,7 +1,11 @@
 """Django's development server (``runserver``), able to hand a connection to a WebSocket view."""
 
+from __future__ import annotations
+
 import io
 import logging
+import socket
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from django.core.servers.basehttp import ThreadedWSGIServer, WSGIRequestHandler, WSGIServer
 
@@ -19,6 +23,13 @@ __all__ = [
 
 logger = logging.getLogger("django_websocket")
 
+if TYPE_CHECKING:
+    # For type checkers, the mixins extend what they are combined with.
+    _HandlerBase = WSGIRequestHandler
+    _ServerBase = WSGIServer
+else:
+    _HandlerBase = _ServerBase = object
+
 
 class _UpgradableWriter:
     """The handler's ``wfile``, which discards writes once the connection became a WebSocket.
@@ -27,39 +38,43 @@ class _UpgradableWriter:
     would put HTTP bytes after WebSocket frames.
     """
 
-    def __init__(self, wfile):
+    def __init__(self, wfile: BinaryIO) -> None:
         self._wfile = wfile
         self.upgraded = False
 
-    def write(self, data):
+    def write(self, data: bytes) -> int:
         if self.upgraded:
             return len(data)
         return self._wfile.write(data)
 
-    def flush(self):
+    def flush(self) -> None:
         if not self.upgraded:
             self._wfile.flush()
 
-    def close(self):
+    def close(self) -> None:
         self._wfile.close()
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         return getattr(self._wfile, name)
 
 
-class WebSocketRequestHandlerMixin:
+class WebSocketRequestHandlerMixin(_HandlerBase):
     """Adds a :class:`~django_websocket.websocket.Handover` to each request's environ, and gives
     a client :setting:`WEBSOCKET_HANDSHAKE_TIMEOUT` seconds for each request head."""
 
-    def setup(self):
+    # What socketserver gives a handler (django-stubs types these otherwise).
+    connection: socket.socket  # type: ignore[assignment]
+    rfile: io.BufferedReader  # type: ignore[assignment]
+
+    def setup(self) -> None:
         super().setup()
-        self.wfile = _UpgradableWriter(self.wfile)
+        self.wfile = _UpgradableWriter(self.wfile)  # type: ignore[assignment]  # a file, to wsgiref
         # The same buffered reader, over a raw reader that can hold a deadline for the head.
         self.rfile.close()
         self._head_reader = HeadDeadlineReader(self.connection)
         self.rfile = io.BufferedReader(self._head_reader)
 
-    def handle_one_request(self):
+    def handle_one_request(self) -> None:
         # From waiting for the request line (an idle keep-alive connection waits here) to the
         # end of the headers; the body and the response take what they take, as in Django's.
         seconds = settings.WEBSOCKET_HANDSHAKE_TIMEOUT
@@ -73,17 +88,17 @@ class WebSocketRequestHandlerMixin:
         finally:
             self._head_reader.end()
 
-    def get_environ(self):
+    def get_environ(self) -> dict[str, Any]:
         # The head is read.
         self._head_reader.end()
-        environ = super().get_environ()
+        environ: dict[str, Any] = super().get_environ()
         environ[ENVIRON_KEY] = Handover(self._hand_over)
         return environ
 
-    def _hand_over(self):
+    def _hand_over(self) -> tuple[socket.socket, bytes]:
         # No more HTTP on this connection: no keep-alive, no response bytes.
         self.close_connection = True
-        self.wfile.upgraded = True
+        self.wfile.upgraded = True  # type: ignore[attr-defined]  # the _UpgradableWriter of setup()
         sock = self.connection
         timeout = sock.gettimeout()
         # Bytes the buffered reader already holds past the request belong to the WebSocket:
@@ -102,10 +117,12 @@ class WebSocketRequestHandler(WebSocketRequestHandlerMixin, WSGIRequestHandler):
     pass
 
 
-class WebSocketServerMixin:
+class WebSocketServerMixin(_ServerBase):
     """Makes a Django ``WSGIServer`` use a request handler that can hand connections over."""
 
-    def __init__(self, server_address, RequestHandlerClass=WSGIRequestHandler, *args, **kwargs):
+    def __init__(
+        self, server_address: Any, RequestHandlerClass: type[Any] = WSGIRequestHandler, *args: Any, **kwargs: Any
+    ) -> None:
         # django.core.servers.basehttp.run() always passes WSGIRequestHandler (and the live
         # server its quiet subclass): add the handover to whichever it is.
         if not issubclass(RequestHandlerClass, WebSocketRequestHandlerMixin):

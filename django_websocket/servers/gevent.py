@@ -27,6 +27,8 @@ import signal
 import sys
 import time
 import types
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import gevent
 from gevent import monkey, pywsgi
@@ -52,11 +54,24 @@ __all__ = [
 
 logger = logging.getLogger("django_websocket")
 
+if TYPE_CHECKING:
+    from io import BufferedReader
+
+    from gevent._types import _IoWatcher
+    from gevent.socket import socket
+
+    from ..websocket import Socket
+
+    # For type checkers, the mixins extend the handler they are combined with.
+    _HandlerBase = pywsgi.WSGIHandler
+else:
+    _HandlerBase = object
+
 _now_poll = monkey.get_original("select", "poll")
 _POLL_IN = 0x001 | 0x002 | 0x008 | 0x010  # POLLIN | POLLPRI | POLLERR | POLLHUP
 
 
-def check_patched():
+def check_patched() -> None:
     """Raise ``RuntimeError`` unless gevent's monkey-patching is in place.
 
     Without it, a WebSocket's locks would be real thread locks shared by every greenlet of the
@@ -71,7 +86,7 @@ def check_patched():
         )
 
 
-def wait_readable(sock, timeout):
+def wait_readable(sock: "Socket", timeout: float | None) -> bool:
     """Wait cooperatively until ``sock`` is readable; False when ``timeout`` expired first.
 
     An idle connection's greenlet sits here, and its whole C stack is saved while it does: so
@@ -93,7 +108,7 @@ def wait_readable(sock, timeout):
     try:
         # Resumed by whichever watcher fires first, with its argument; or by an exception
         # thrown into this greenlet (a kill), which propagates after the watchers are stopped.
-        return hub.switch()
+        return hub.switch()  # type: ignore[no-any-return]  # the watcher's argument, a bool
     finally:
         readable.stop()
         readable.close()
@@ -121,15 +136,15 @@ class ReadableWaiter:
 
     __slots__ = ("_watcher",)
 
-    def __init__(self):
-        self._watcher = None
+    def __init__(self) -> None:
+        self._watcher: _IoWatcher | None = None
 
-    def wait(self, sock, timeout):
+    def wait(self, sock: "Socket", timeout: float | None) -> bool:
         if timeout is not None and timeout <= 0:
             return _readable_now(sock)
         hub = get_hub()
         readable = self._watcher
-        if readable is None or readable.loop is not hub.loop:
+        if readable is None or readable.loop is not hub.loop:  # type: ignore[attr-defined]
             # The first wait, or one from another thread's hub (a watcher belongs to its loop).
             readable = self._watcher = hub.loop.io(sock.fileno(), 1)
         # As in wait_readable, inline: a parked greenlet keeps every frame of its stack.
@@ -140,7 +155,7 @@ class ReadableWaiter:
             timer = hub.loop.timer(timeout)
             timer.start(switch, False)
         try:
-            return hub.switch()
+            return hub.switch()  # type: ignore[no-any-return]
         finally:
             readable.stop()
             if timer is not None:
@@ -148,7 +163,7 @@ class ReadableWaiter:
                 timer.close()
 
 
-def _readable_now(sock):
+def _readable_now(sock: "Socket") -> bool:
     # A wait that must not block asks the kernel directly: a zero-second gevent timer would race
     # the I/O watcher.
     poller = _now_poll()
@@ -156,7 +171,7 @@ def _readable_now(sock):
     return bool(poller.poll(0))
 
 
-def take_buffered(sock, rfile):
+def take_buffered(sock: "socket", rfile: "BufferedReader") -> bytes:
     """Return the bytes ``rfile`` (a buffered reader on ``sock``) holds past the request, then
     close it.
 
@@ -180,7 +195,7 @@ def take_buffered(sock, rfile):
     return leftover
 
 
-class RequestHeadDeadlineMixin:
+class RequestHeadDeadlineMixin(_HandlerBase):
     """For a ``pywsgi.WSGIHandler`` subclass: a client has :setting:`WEBSOCKET_HANDSHAKE_TIMEOUT`
     seconds for each request head, from when the handler waits for its first line (an idle
     keep-alive connection waits there) to the end of its headers; then the connection is
@@ -191,9 +206,9 @@ class RequestHeadDeadlineMixin:
     take as long as they take, as with pywsgi's own handler.
     """
 
-    _head_deadline = None
+    _head_deadline: gevent.Timeout | None = None
 
-    def handle_one_request(self):
+    def handle_one_request(self) -> Any:
         from ..conf import settings
 
         seconds = settings.WEBSOCKET_HANDSHAKE_TIMEOUT
@@ -210,12 +225,12 @@ class RequestHeadDeadlineMixin:
         finally:
             self._end_head()
 
-    def get_environ(self):
+    def get_environ(self) -> dict[str, Any]:
         # Called once the headers are parsed, before the application runs.
         self._end_head()
         return super().get_environ()
 
-    def _end_head(self):
+    def _end_head(self) -> None:
         deadline = self._head_deadline
         if deadline is not None:
             self._head_deadline = None
@@ -233,21 +248,21 @@ class WebSocketHandlerMixin(RequestHeadDeadlineMixin):
     #: whole life; only an access log that prints request headers needs them (gunicorn's may).
     keep_request_headers = False
 
-    def get_environ(self):
+    def get_environ(self) -> dict[str, Any]:
         environ = super().get_environ()
         environ[ENVIRON_KEY] = Handover(self._hand_over, wait_readable=ReadableWaiter().wait, lock=WriteLock)
         return environ
 
-    def run_application(self):
+    def run_application(self) -> None:
         # Call the application's __call__ as a bound method rather than the instance: CPython
         # then runs it without re-entering the interpreter in C, and the greenlet of every idle
         # WebSocket saves that much less C stack (about 0.7 KiB).
         call = getattr(type(self.application), "__call__", None)  # noqa: B004 (a function, or not)
         if isinstance(call, types.FunctionType):
-            self.application = self.application.__call__
+            self.application = self.application.__call__  # type: ignore[operator]
         super().run_application()
 
-    def _hand_over(self):
+    def _hand_over(self) -> "tuple[Socket, bytes]":
         self.upgraded = True
         # No keep-alive: the handler's loop ends when the view returns.
         self.close_connection = True
@@ -256,7 +271,7 @@ class WebSocketHandlerMixin(RequestHeadDeadlineMixin):
             self.__dict__.pop("headers", None)
         return self.socket, take_buffered(self.socket, self.rfile)
 
-    def write(self, data):
+    def write(self, data: bytes) -> None:
         # Every HTTP write goes through here (the response Django returns after the view, and
         # an error page): none may follow WebSocket frames.
         if self.upgraded:
@@ -273,19 +288,19 @@ class WebSocketWSGIServer(pywsgi.WSGIServer):
 
     handler_class = WebSocketHandler
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         check_patched()
         super().__init__(*args, **kwargs)
 
 
-def untrack_greenlet_tree():
+def untrack_greenlet_tree() -> None:
     """Stop gevent from recording each greenlet's spawning stack, unless asked for by
     ``GEVENT_TRACK_GREENLET_TREE``: a debugging aid that costs about 0.7 KiB per connection."""
     if "GEVENT_TRACK_GREENLET_TREE" not in os.environ:
         gevent.config.track_greenlet_tree = False
 
 
-def _parse_addrport(value):
+def _parse_addrport(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep:
         host, port = "127.0.0.1", value
@@ -296,7 +311,7 @@ def _parse_addrport(value):
         raise argparse.ArgumentTypeError(f"{value!r} is not a port or an address:port") from None
 
 
-def build_parser(prog, description):
+def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument(
         "addrport",
@@ -312,7 +327,7 @@ def build_parser(prog, description):
     return parser
 
 
-def load_django(options):
+def load_django(options: argparse.Namespace) -> Callable[..., Any]:
     """Configure Django from the command-line options and return its WSGI application."""
     if options.pythonpath:
         sys.path.insert(0, options.pythonpath)
@@ -330,7 +345,16 @@ def load_django(options):
 STOP_SLACK = 1.0
 
 
-def serve(application, host, port, *, handler_class=WebSocketHandler, server_class=None, backlog=2048, log="default"):
+def serve(
+    application: Callable[..., Any],
+    host: str,
+    port: int,
+    *,
+    handler_class: type[pywsgi.WSGIHandler] = WebSocketHandler,
+    server_class: type[pywsgi.WSGIServer] | None = None,
+    backlog: int = 2048,
+    log: str | None = "default",
+) -> None:
     """Serve ``application`` on ``host:port`` until SIGTERM or SIGINT, then close the open
     WebSockets with 1001 (going away) and return, within :setting:`WEBSOCKET_CLOSE_TIMEOUT`
     seconds and :data:`STOP_SLACK` more."""
@@ -339,9 +363,9 @@ def serve(application, host, port, *, handler_class=WebSocketHandler, server_cla
     server = server_class((host, port), application, handler_class=handler_class, backlog=backlog, log=log)
     server.start()
     done = Event()
-    stopping = []
+    stopping: list[int] = []
 
-    def stop(signum):
+    def stop(signum: int) -> None:
         from ..conf import settings
 
         if stopping:
@@ -363,7 +387,7 @@ def serve(application, host, port, *, handler_class=WebSocketHandler, server_cla
     done.wait()
 
 
-def main(argv=None, prog="python -m django_websocket.servers.gevent"):
+def main(argv: list[str] | None = None, prog: str = "python -m django_websocket.servers.gevent") -> None:
     options = build_parser(prog, "Serve a Django project, WebSocket views included, with gevent.").parse_args(argv)
     check_patched()
     application = load_django(options)

@@ -31,6 +31,8 @@ if __name__ == "__main__":
     monkey.patch_all()
 
 import logging
+from collections.abc import Callable, Iterable, MutableMapping
+from typing import Any
 
 from geventwebsocket import handler as _handler
 from geventwebsocket.server import WebSocketServer
@@ -55,10 +57,10 @@ class GeventWebSocketAdapter:
     Any other request passes through untouched, so wrapping is harmless on other servers.
     """
 
-    def __init__(self, application):
+    def __init__(self, application: Callable[..., Iterable[bytes]]) -> None:
         self.application = application
 
-    def __call__(self, environ, start_response):
+    def __call__(self, environ: MutableMapping[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         theirs = environ.get(GEVENTWEBSOCKET_KEY)
         if theirs is None or ENVIRON_KEY in environ:
             return self.application(environ, start_response)
@@ -70,9 +72,9 @@ class GeventWebSocketAdapter:
         )
         environ[ENVIRON_KEY] = handover
         _state_agreed_subprotocol(environ, theirs.handler)
-        status = []
+        status: list[str] = []
 
-        def capture(status_line, headers, exc_info=None):
+        def capture(status_line: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             status[:] = [status_line]
             # gevent-websocket's start_response here writes nothing: its 101 is already sent.
             return start_response(status_line, headers, exc_info)
@@ -99,12 +101,13 @@ class GeventWebSocketAdapter:
         return []
 
 
-class GeventWebSocketHandler(_gevent.RequestHeadDeadlineMixin, _handler.WebSocketHandler):
+# (gevent-websocket has no type information: its handler is Any to type checkers.)
+class GeventWebSocketHandler(_gevent.RequestHeadDeadlineMixin, _handler.WebSocketHandler):  # type: ignore[misc]
     """gevent-websocket's handler, with a deadline for each request head
     (:setting:`WEBSOCKET_HANDSHAKE_TIMEOUT`), which it has none of."""
 
 
-def _take_over(theirs):
+def _take_over(theirs: Any) -> tuple[Any, bytes]:
     handler = theirs.handler
     # gevent-websocket must write nothing more on this connection, in particular not the close
     # frame its handler sends when the application returns.
@@ -112,7 +115,7 @@ def _take_over(theirs):
     return handler.socket, _gevent.take_buffered(handler.socket, handler.rfile)
 
 
-def _state_agreed_subprotocol(environ, handler):
+def _state_agreed_subprotocol(environ: MutableMapping[str, Any], handler: Any) -> None:
     # The 101 is gone: the subprotocol is the one it named, if any, whatever the client offered.
     # Django then sees only that one, and request.websocket.protocol says what the client got.
     agreed = None
@@ -125,7 +128,7 @@ def _state_agreed_subprotocol(environ, handler):
         environ.pop("HTTP_SEC_WEBSOCKET_PROTOCOL", None)
 
 
-def _refuse(environ, handover, status_line):
+def _refuse(environ: MutableMapping[str, Any], handover: Handover, status_line: str) -> None:
     """The application answered with HTTP instead of using the WebSocket: close it with 1008
     (or 1011 for a server error), the status line as the reason."""
     from ..conf import settings
@@ -144,14 +147,14 @@ def _refuse(environ, handover, status_line):
     websocket.close(code, status_line)
 
 
-def get_wsgi_application():
+def get_wsgi_application() -> GeventWebSocketAdapter:
     """Django's WSGI application, wrapped for gevent-websocket's handler."""
     from django.core.wsgi import get_wsgi_application as django_application
 
     return GeventWebSocketAdapter(django_application())
 
 
-def main(argv=None, prog="python -m django_websocket.servers.geventwebsocket"):
+def main(argv: list[str] | None = None, prog: str = "python -m django_websocket.servers.geventwebsocket") -> None:
     options = _gevent.build_parser(
         prog, "Serve a Django project with gevent-websocket's WebSocketHandler."
     ).parse_args(argv)

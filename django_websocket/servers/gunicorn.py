@@ -21,11 +21,15 @@ The gevent workers need gevent (and gevent-websocket); they are defined on first
 the thread worker works without them.
 """
 
+from __future__ import annotations
+
 import logging
 import select
 import ssl
 import sys
 import threading
+from collections.abc import Callable, Iterable, MutableMapping
+from typing import TYPE_CHECKING, Any
 
 from gunicorn.workers.gthread import ThreadWorker as _GunicornThreadWorker
 
@@ -37,8 +41,22 @@ __all__ = ["GeventWorker", "GeventWebSocketWorker", "ThreadWorker"]  # noqa: F82
 
 logger = logging.getLogger("django_websocket")
 
+if TYPE_CHECKING:
+    from gunicorn.config import Config
+    from gunicorn.glogging import Logger
+    from gunicorn.workers.base import Worker
+    from gunicorn.workers.gthread import TConn
 
-class _ClosesWebSocketsOnExit:
+    from ..websocket import Socket
+
+    # For type checkers, the mixins extend the worker they are combined with.
+    _WorkerBase = Worker
+    _WSGIApplication = Callable[[MutableMapping[str, Any], Callable[..., Any]], Iterable[bytes]]
+else:
+    _WorkerBase = object
+
+
+class _ClosesWebSocketsOnExit(_WorkerBase):
     """When the worker starts to stop, every open WebSocket gets a close frame 1001 (going
     away), so that the views return and the worker exits well within ``--graceful-timeout``.
 
@@ -50,22 +68,22 @@ class _ClosesWebSocketsOnExit:
     _alive = False
 
     @property
-    def alive(self):
+    def alive(self) -> bool:
         return self._alive
 
     @alive.setter
-    def alive(self, value):
+    def alive(self, value: bool) -> None:
         stopping = self._alive and not value
         self._alive = value
         if stopping:
             # Not here: this may run in a signal handler, and closing takes a few round trips.
             self.close_websockets_later()
 
-    def close_websockets_later(self):
+    def close_websockets_later(self) -> None:
         threading.Thread(target=_close_websockets, name="websocket-close-all", daemon=True).start()
 
 
-def _close_websockets():
+def _close_websockets() -> None:
     from django.conf import settings as django_settings
 
     if not django_settings.configured:
@@ -75,7 +93,7 @@ def _close_websockets():
     close_all(timeout=settings.WEBSOCKET_CLOSE_TIMEOUT)
 
 
-def _warn_if_groups_stay_in_one_worker(worker):
+def _warn_if_groups_stay_in_one_worker(worker: Worker) -> None:
     """At the first worker's boot (once per arbiter: the first worker it spawns has age 1), warn
     that the in-memory group backend cannot reach the sockets of the other workers. Only a
     worker knows: the settings are read once its application is loaded (the arbiter does not
@@ -112,13 +130,13 @@ class _UpgradableSocket:
     returns after the view), its keep-alive handling and its closing all become no-ops.
     """
 
-    def __init__(self, sock, conn):
+    def __init__(self, sock: Any, conn: TConn) -> None:
         self._sock = sock
         self.conn = conn
         self.upgraded = False
 
-    def _unless_upgraded(name):
-        def method(self, *args):
+    def _unless_upgraded(name: str) -> Callable[..., Any]:  # type: ignore[misc]  # called in the class body
+        def method(self: _UpgradableSocket, *args: Any) -> Any:
             if self.upgraded:
                 return None
             return getattr(self._sock, name)(*args)
@@ -134,16 +152,16 @@ class _UpgradableSocket:
     close = _unless_upgraded("close")
     del _unless_upgraded
 
-    def recv(self, *args):
+    def recv(self, *args: Any) -> bytes:
         return b"" if self.upgraded else self._sock.recv(*args)
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
 
-    def take(self):
+    def take(self) -> tuple[Socket, bytes]:
         self.upgraded = True
         # Bytes the request parser read past the headers belong to the WebSocket.
-        unreader = self.conn.parser.unreader
+        unreader = self.conn.parser.unreader  # type: ignore[union-attr]  # an HTTP/1 request's parser
         if hasattr(unreader, "take_buffered"):
             leftover = unreader.take_buffered()
         else:  # gunicorn < 25
@@ -158,7 +176,7 @@ class _UpgradableSocket:
         return sock, leftover
 
 
-def _wait_readable_tls(sock, timeout):
+def _wait_readable_tls(sock: Any, timeout: float | None) -> bool:  # an ssl.SSLSocket
     # Bytes TLS already decrypted wait in the SSL object, where poll() cannot see them.
     if sock.pending():
         return True
@@ -170,10 +188,10 @@ def _wait_readable_tls(sock, timeout):
 class _HandoverApplication:
     """Wraps the worker's WSGI application to put the handover in each request's environ."""
 
-    def __init__(self, application):
+    def __init__(self, application: _WSGIApplication) -> None:
         self.application = application
 
-    def __call__(self, environ, start_response):
+    def __call__(self, environ: MutableMapping[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         sock = environ.get("gunicorn.socket")
         if isinstance(sock, _UpgradableSocket):
             wait = _wait_readable_tls if isinstance(sock._sock, ssl.SSLSocket) else None
@@ -189,7 +207,7 @@ class ThreadWorker(_ClosesWebSocketsOnExit, _GunicornThreadWorker):
     """
 
     @classmethod
-    def check_config(cls, cfg, log):
+    def check_config(cls, cfg: Config, log: Logger) -> None:
         super().check_config(cfg, log)
         log.warning(
             "django_websocket ThreadWorker: each open WebSocket holds one of the %d thread(s) of a "
@@ -200,7 +218,7 @@ class ThreadWorker(_ClosesWebSocketsOnExit, _GunicornThreadWorker):
             cfg.threads * cfg.workers,
         )
 
-    def load_wsgi(self):
+    def load_wsgi(self) -> None:
         super().load_wsgi()
         _warn_if_groups_stay_in_one_worker(self)
         self.wsgi = _HandoverApplication(self.wsgi)
@@ -212,12 +230,12 @@ class ThreadWorker(_ClosesWebSocketsOnExit, _GunicornThreadWorker):
     # the parsed request; past it the watchdog shuts the socket down, which the parser sees as
     # the client leaving (logged at debug level only).
 
-    def init_process(self):
+    def init_process(self) -> None:
         self._head_watchdog = HeadWatchdog()
         self._head_watches = threading.local()
         super().init_process()  # runs the worker
 
-    def handle(self, conn):
+    def handle(self, conn: TConn) -> bool:
         from ..conf import settings
 
         seconds = settings.WEBSOCKET_HANDSHAKE_TIMEOUT
@@ -230,57 +248,57 @@ class ThreadWorker(_ClosesWebSocketsOnExit, _GunicornThreadWorker):
             self._head_watches.current = None
             self._head_watchdog.end(watch)
 
-    def _end_head(self):
+    def _end_head(self) -> bool:
         # False when the deadline passed just as the head came in: the socket is shut already.
         watch = getattr(self._head_watches, "current", None)
         return watch is None or self._head_watchdog.end(watch)
 
-    def handle_h2c_upgrade(self, conn, req, settings):
+    def handle_h2c_upgrade(self, conn: TConn, req: Any, settings: Any) -> Any:
         return super().handle_h2c_upgrade(conn, req, settings) if self._end_head() else False
 
-    def handle_http2(self, conn):
+    def handle_http2(self, conn: TConn) -> Any:
         return super().handle_http2(conn) if self._end_head() else False
 
-    def handle_request(self, req, conn):
+    def handle_request(self, req: Any, conn: TConn) -> bool:
         if not self._end_head():
             return False
         if not isinstance(conn.sock, _UpgradableSocket):
-            conn.sock = _UpgradableSocket(conn.sock, conn)
+            conn.sock = _UpgradableSocket(conn.sock, conn)  # type: ignore[assignment]  # a socket, to gunicorn
         keepalive = super().handle_request(req, conn)
         # A connection that became a WebSocket is over when its view returns.
-        return keepalive and not conn.sock.upgraded
+        return keepalive and not conn.sock.upgraded  # type: ignore[attr-defined]
 
 
 # --- gevent ----------------------------------------------------------------------------------
 
 
-def _gevent_worker_base():
+def _gevent_worker_base() -> type[_ClosesWebSocketsOnExit]:
     import gevent
 
     from .gevent import untrack_greenlet_tree
 
     class GeventWorkerMixin(_ClosesWebSocketsOnExit):
-        def init_process(self):
+        def init_process(self) -> None:
             untrack_greenlet_tree()
             super().init_process()
 
-        def close_websockets_later(self):
+        def close_websockets_later(self) -> None:
             # The signal handler runs in the event loop, where starting a thread (which waits
             # for it to start) may not block: a greenlet does it.
             gevent.spawn(_close_websockets)
 
-        def load_wsgi(self):
+        def load_wsgi(self) -> None:
             super().load_wsgi()
             _warn_if_groups_stay_in_one_worker(self)
             self.wsgi = self.wrap_application(self.wsgi)
             if self.max_requests < sys.maxsize:
                 self.wsgi = _counting_requests(self, self.wsgi)
 
-        def wrap_application(self, application):
+        def wrap_application(self, application: _WSGIApplication) -> _WSGIApplication:
             return application
 
         @classmethod
-        def check_config(cls, cfg, log):
+        def check_config(cls, cfg: Config, log: Logger) -> None:
             log.info(
                 "django_websocket %s: at most %d connections (WebSockets included) per "
                 "worker (--worker-connections); mind the open-file limit (ulimit -n).",
@@ -291,10 +309,10 @@ def _gevent_worker_base():
     return GeventWorkerMixin
 
 
-def _counting_requests(worker, application):
+def _counting_requests(worker: Worker, application: _WSGIApplication) -> _WSGIApplication:
     # gunicorn's pywsgi-based gevent workers hand requests to pywsgi, which does not count
     # them: without this, --max-requests would never restart the worker.
-    def counted(environ, start_response):
+    def counted(environ: MutableMapping[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         worker.nr += 1
         if worker.nr >= worker.max_requests and worker.alive:
             worker.log.info("Autorestarting worker after current request.")
@@ -304,7 +322,7 @@ def _counting_requests(worker, application):
     return counted
 
 
-def _gevent_worker():
+def _gevent_worker() -> type[Worker]:
     from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIHandler
 
     from .gevent import WebSocketHandlerMixin
@@ -315,7 +333,7 @@ def _gevent_worker():
         # gunicorn's access log format may print request headers.
         keep_request_headers = True
 
-    class GeventWorker(_gevent_worker_base(), GeventPyWSGIWorker):
+    class GeventWorker(_gevent_worker_base(), GeventPyWSGIWorker):  # type: ignore[misc]  # a dynamic base
         """gunicorn's gevent (pywsgi) worker, able to hand a connection to a WebSocket view.
 
         One greenlet per connection; ``--worker-connections`` (default 1000) caps the
@@ -327,19 +345,19 @@ def _gevent_worker():
     return GeventWorker
 
 
-def _geventwebsocket_worker():
+def _geventwebsocket_worker() -> type[Worker]:
     from geventwebsocket.gunicorn.workers import GeventWebSocketWorker as _Theirs
 
     from .geventwebsocket import GeventWebSocketAdapter, GeventWebSocketHandler
 
-    class GeventWebSocketWorker(_gevent_worker_base(), _Theirs):
+    class GeventWebSocketWorker(_gevent_worker_base(), _Theirs):  # type: ignore[misc]  # a dynamic base
         """gevent-websocket's gunicorn worker, with a deadline for each request head and its
         WebSockets closed with 1001 when it stops; the application is wrapped for it (a
         ``wsgi.py`` that already wraps it works too)."""
 
         wsgi_handler = GeventWebSocketHandler
 
-        def wrap_application(self, application):
+        def wrap_application(self, application: _WSGIApplication) -> _WSGIApplication:
             if isinstance(application, GeventWebSocketAdapter):
                 return application
             return GeventWebSocketAdapter(application)
@@ -350,7 +368,7 @@ def _geventwebsocket_worker():
 _BUILDERS = {"GeventWorker": _gevent_worker, "GeventWebSocketWorker": _geventwebsocket_worker}
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> type[Worker]:
     # gunicorn loads "-k module.Class" with getattr: build a gevent worker when asked for.
     if name in _BUILDERS:
         worker = _BUILDERS[name]()

@@ -9,11 +9,17 @@ call under one lock, on a socket kept non-blocking so that no call holds the loc
 waits: it waits for readiness outside the lock, then tries again.
 """
 
+from __future__ import annotations
+
 import errno
 import select
 import ssl
 import threading
 import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
 
 __all__ = ["SerializedTLSSocket"]
 
@@ -29,7 +35,7 @@ class SerializedTLSSocket:
     ``TimeoutError``; ``sendall()`` bounds the whole call by it, as a socket's does.
     """
 
-    def __init__(self, sock):
+    def __init__(self, sock: ssl.SSLSocket) -> None:
         self._sock = sock
         self._lock = threading.Lock()
         self._timeout = sock.gettimeout()
@@ -37,54 +43,54 @@ class SerializedTLSSocket:
 
     # --- timeouts ------------------------------------------------------------------------------
 
-    def settimeout(self, timeout):
+    def settimeout(self, timeout: float | None) -> None:
         if timeout is not None and timeout < 0:
             raise ValueError("Timeout value out of range")
         self._timeout = timeout
 
-    def gettimeout(self):
+    def gettimeout(self) -> float | None:
         return self._timeout
 
-    def setblocking(self, flag):
+    def setblocking(self, flag: bool) -> None:
         self._timeout = None if flag else 0.0
 
     # --- I/O -----------------------------------------------------------------------------------
 
-    def recv(self, bufsize):
+    def recv(self, bufsize: int) -> bytes:
         return self._call(self._sock.recv, bufsize, events=_READABLE)
 
-    def send(self, data):
+    def send(self, data: bytes | bytearray | memoryview) -> int:
         return self._call(self._sock.send, data, events=_WRITABLE)
 
-    def sendall(self, data):
+    def sendall(self, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data).cast("B")
         deadline = None if self._timeout is None else time.monotonic() + self._timeout
         while view:
             sent = self._call(self._sock.send, view, events=_WRITABLE, deadline=deadline)
             view = view[sent:]
 
-    def pending(self):
+    def pending(self) -> int:
         with self._lock:
             return self._sock.pending()
 
-    def shutdown(self, how):
+    def shutdown(self, how: int) -> None:
         with self._lock:
             self._sock.shutdown(how)
 
-    def close(self):
+    def close(self) -> None:
         with self._lock:
             self._sock.close()
 
-    def fileno(self):
+    def fileno(self) -> int:
         return self._sock.fileno()
 
-    def getpeername(self):
+    def getpeername(self) -> Any:
         return self._sock.getpeername()
 
-    def getsockname(self):
+    def getsockname(self) -> Any:
         return self._sock.getsockname()
 
-    def _call(self, method, *args, events, deadline=None):
+    def _call(self, method: Callable[..., _T], *args: Any, events: int, deadline: float | None = None) -> _T:
         if deadline is None and self._timeout:
             deadline = time.monotonic() + self._timeout
         while True:

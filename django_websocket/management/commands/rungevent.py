@@ -7,11 +7,14 @@ time a management command runs Django is long set up. So unless the process was 
 Python path. The process keeps its id, so process managers and signals are unaffected.
 """
 
+from __future__ import annotations
+
 import os
 import sys
+from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 MODULE = "django_websocket.servers.gevent"
 
@@ -21,12 +24,12 @@ class Command(BaseCommand):
     # The server loads the project itself: checks run there, once, after patching.
     requires_system_checks = []
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("addrport", nargs="?", default="127.0.0.1:8000", help="Default 127.0.0.1:8000.")
         parser.add_argument("--backlog", type=int, default=2048, help="Listen backlog (default 2048).")
         parser.add_argument("--no-access-log", action="store_true", help="Do not log each request.")
 
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> None:
         try:
             from gevent import monkey
         except ImportError:
@@ -55,7 +58,7 @@ class Command(BaseCommand):
         os.execve(sys.executable, [sys.executable, "-m", MODULE, *argv], env)
 
 
-def _project_paths():
+def _project_paths() -> list[str]:
     """The entries of ``sys.path`` before the interpreter's own: manage.py's directory,
     ``--pythonpath`` and ``PYTHONPATH``, where the project's packages are found."""
     prefixes = tuple({sys.prefix, sys.base_prefix, sys.exec_prefix})

@@ -4,14 +4,19 @@ Every option of Django's runserver still works (and staticfiles' when that app i
 ``--multithreaded`` is accepted for the 2010 command line: threading is already the default.
 """
 
+from __future__ import annotations
+
 import atexit
 import os
 import signal
 import subprocess
 import sys
 import threading
+from types import FrameType
+from typing import Any
 
 from django.apps import apps
+from django.core.management.base import CommandParser
 from django.utils import autoreload
 
 from ...conf import settings
@@ -21,7 +26,7 @@ from ...websocket import close_all
 if apps.is_installed("django.contrib.staticfiles"):
     from django.contrib.staticfiles.management.commands.runserver import Command as BaseCommand
 else:
-    from django.core.management.commands.runserver import Command as BaseCommand
+    from django.core.management.commands.runserver import Command as BaseCommand  # type: ignore[assignment]
 
 #: Printed at start with --nothreading, which the command accepts because Django's does.
 NOTHREADING_WARNING = (
@@ -39,7 +44,7 @@ class Command(BaseCommand):
     help = BaseCommand.help + " WebSocket views are served too."
     server_cls = WebSocketWSGIServer
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         super().add_arguments(parser)
         parser.add_argument(
             "--multithreaded",
@@ -47,7 +52,7 @@ class Command(BaseCommand):
             help="Serve each connection in its own thread (the default; kept for compatibility).",
         )
 
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> str | None:
         if options.get("multithreaded") and not options.get("use_threading", True):
             from django.core.management.base import CommandError
 
@@ -64,7 +69,7 @@ class Command(BaseCommand):
             signal.signal(signal.SIGTERM, _exit_on_sigterm)
         return super().handle(*args, **options)
 
-    def run(self, **options):
+    def run(self, **options: Any) -> None:
         if options["use_reloader"] and os.environ.get(autoreload.DJANGO_AUTORELOAD_ENV) != "true" and _in_main_thread():
             # The reloader's parent process: it only runs the server in a child and starts it
             # again after a code change. Django's parent exits at once on SIGTERM, killing the
@@ -88,16 +93,16 @@ class _Stopping(Exception):
     pass
 
 
-def _run_server_process():
+def _run_server_process() -> int:
     """Run the server in a child process, as Django's autoreloader does (again each time it
     exits with 3, after a code change), and pass SIGTERM and SIGINT on to it; then wait for it,
     up to WEBSOCKET_CLOSE_TIMEOUT plus a little, while it closes its WebSockets. Return its exit
     status."""
     args = autoreload.get_child_arguments()
     env = {**os.environ, autoreload.DJANGO_AUTORELOAD_ENV: "true"}
-    state = {"child": None, "signal": None, "waiting": False}
+    state: dict[str, Any] = {"child": None, "signal": None, "waiting": False}
 
-    def pass_on(signum, frame):
+    def pass_on(signum: int, frame: FrameType | None) -> None:
         first = state["signal"] is None
         state["signal"] = signum
         child = state["child"]
@@ -131,13 +136,13 @@ def _run_server_process():
         return child.wait()
 
 
-def _in_main_thread():
+def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def _exit_on_sigterm(signum, frame):
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
     sys.exit(0)
 
 
-def _close_websockets():
+def _close_websockets() -> None:
     close_all(timeout=settings.WEBSOCKET_CLOSE_TIMEOUT)
