@@ -5,6 +5,7 @@ import asyncio
 import logging
 import sys
 import threading
+import weakref
 
 from django.db import connections
 from django.db.backends.signals import connection_created
@@ -128,14 +129,14 @@ class DjangoWebSocket(_DjangoRules, GroupsMixin, WebSocket):
     view needs (``join`` and ``leave`` of groups come from
     :class:`~django_websocket.groups.GroupsMixin`)."""
 
-    __slots__ = ("id", "_group_backend", "allowed_origins", "_database_opened")
+    __slots__ = ("id", "_group_backend", "_user_id_of", "allowed_origins", "_database_opened")
 
 
 class DjangoASGIWebSocket(_DjangoRules, GroupsMixin, ASGIWebSocket):
     """``request.websocket`` of a regular view on an ASGI server: the same API as
     :class:`DjangoWebSocket`, over the server's events."""
 
-    __slots__ = ("id", "_group_backend", "allowed_origins", "_database_opened")
+    __slots__ = ("id", "_group_backend", "_user_id_of", "allowed_origins", "_database_opened")
 
 
 class DjangoAsyncWebSocket(AsyncGroupsMixin, AsyncWebSocket):
@@ -143,7 +144,7 @@ class DjangoAsyncWebSocket(AsyncGroupsMixin, AsyncWebSocket):
     and ``await ws.leave()`` for groups). Its database queries go through Django's async
     interfaces, which manage their connections themselves."""
 
-    __slots__ = ("id", "_group_backend", "allowed_origins")
+    __slots__ = ("id", "_group_backend", "_user_id_of", "allowed_origins")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -268,6 +269,24 @@ def _upgrade_fix(environ):
     return (f"serve the project with one of {SUPPORTED_SERVERS}", "see the server's log for the servers that can")
 
 
+def _user_id_of(request):
+    """A function giving the primary key of ``request.user`` when authenticated, else None: what
+    a socket joining a group records (django_websocket.groups.members tells it). It is read at
+    join time, not now: ``request.user`` is lazy, and most sockets never join a group."""
+    # A weak reference: the request holds its websocket, which need not keep the request alive.
+    ref = weakref.ref(request)
+
+    def user_id():
+        user = getattr(ref(), "user", None)  # no AuthenticationMiddleware: no user
+        if user is None or not user.is_authenticated:
+            return None
+        pk = user.pk
+        # JSON carries it to other processes: what is neither int nor str (a UUID) goes as str.
+        return pk if isinstance(pk, (int, str)) else str(pk)
+
+    return user_id
+
+
 def _create(request, cls, handshake, handover):
     request.websocket = cls(
         handshake,
@@ -285,6 +304,7 @@ def _create(request, cls, handshake, handover):
     )
     request.websocket.allowed_origins = settings.WEBSOCKET_ALLOWED_ORIGINS
     request.websocket.idle_timeout = settings.WEBSOCKET_DATABASE_IDLE_TIMEOUT
+    request.websocket._user_id_of = _user_id_of(request)
     return None
 
 

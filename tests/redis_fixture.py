@@ -1,7 +1,9 @@
-"""A real redis-server for the tests, on a free port of 127.0.0.1, stopped afterwards.
+"""Real redis-servers for the tests, on free ports of 127.0.0.1, stopped afterwards: one server,
+or a Redis Cluster of three masters with a replica each.
 
-Debian's ``redis-server`` package provides it. In CI (``CI=true``) a missing redis-server fails
-the tests that need it; elsewhere they are skipped, with a warning that says how to install it.
+Debian's ``redis-server`` package provides the server (and, through ``redis-tools``, the
+``redis-cli`` that creates a cluster). In CI (``CI=true``) a missing program fails the tests that
+need it; elsewhere they are skipped, with a warning that says how to install it.
 """
 
 import os
@@ -19,6 +21,7 @@ import pytest
 from tests.servers import free_port
 
 INSTALL = "apt-get install -y redis-server"
+INSTALL_CLI = "apt-get install -y redis-tools"
 
 
 class RedisMissing(UserWarning):
@@ -29,26 +32,40 @@ def in_ci():
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-def find_redis_server():
-    found = shutil.which("redis-server")
+def _find(name):
+    found = shutil.which(name)
     if found:
         return found
-    for candidate in ("/usr/bin/redis-server", "/usr/sbin/redis-server", "/usr/local/bin/redis-server"):
+    for folder in ("/usr/bin", "/usr/sbin", "/usr/local/bin"):
+        candidate = os.path.join(folder, name)
         if os.access(candidate, os.X_OK):
             return candidate
     return None
 
 
-def require_redis_server():
-    """The path of redis-server; fails in CI, else skips loudly, when there is none."""
-    binary = find_redis_server()
+def find_redis_server():
+    return _find("redis-server")
+
+
+def _require(name, install):
+    binary = _find(name)
     if binary is None:
-        message = f"redis-server is not installed: the Redis tests need it ({INSTALL})"
+        message = f"{name} is not installed: the Redis tests need it ({install})"
         if in_ci():
-            pytest.fail(message + "; in CI a missing redis-server is a failure", pytrace=False)
-        warnings.warn(RedisMissing(message), stacklevel=2)
+            pytest.fail(message + f"; in CI a missing {name} is a failure", pytrace=False)
+        warnings.warn(RedisMissing(message), stacklevel=3)
         pytest.skip(message)
     return binary
+
+
+def require_redis_server():
+    """The path of redis-server; fails in CI, else skips loudly, when there is none."""
+    return _require("redis-server", INSTALL)
+
+
+def require_redis_cli():
+    """The path of redis-cli (it creates clusters), likewise."""
+    return _require("redis-cli", INSTALL_CLI)
 
 
 def _ping(port, timeout=0.5):
@@ -61,8 +78,9 @@ class RedisServer:
     """One redis-server process without persistence; ``kill`` and ``start`` again on the same
     port simulate a crash and a restart."""
 
-    def __init__(self, binary):
+    def __init__(self, binary, extra=()):
         self.binary = binary
+        self.extra = tuple(extra)  # more redis-server options, such as a cluster node's
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.dir = Path(tempfile.mkdtemp(prefix="redis-test-"))
@@ -79,6 +97,7 @@ class RedisServer:
             "--dir", str(self.dir),
             "--logfile", str(self.dir / "redis.log"),
             "--daemonize", "no",
+            *self.extra,
         ]  # fmt: skip
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
@@ -107,6 +126,12 @@ class RedisServer:
     def log(self):
         path = self.dir / "redis.log"
         return path.read_text(errors="replace")[-2000:] if path.exists() else ""
+
+    def client(self):
+        """A redis-py client of this server alone (RESP2, short timeouts)."""
+        import redis
+
+        return redis.Redis(host="127.0.0.1", port=self.port, protocol=2, socket_timeout=5, socket_connect_timeout=2)
 
     def stop(self):
         self.kill()

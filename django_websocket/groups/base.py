@@ -1,8 +1,8 @@
 """What every group backend shares: the sockets of this process that joined groups, and their
 outgoing queues.
 
-A backend carries a group message to every process that may hold members (the in-memory backend:
-only this one; Redis: all of them), and each process then hands it to its own members with
+A backend carries a group message to every process that holds members (the in-memory backend:
+only this one; Redis: those subscribed to the group), and each process then hands it to its own members with
 :meth:`BaseGroupBackend.deliver`. Delivery never blocks the sender: each member socket has a
 bounded :class:`Outbox` emptied by a sender thread of its own (a greenlet under gevent's
 monkey-patching), which writes through the socket's thread-safe ``send``. A socket whose outbox
@@ -14,11 +14,12 @@ import logging
 import os
 import threading
 import time
+from typing import Any, NamedTuple
 
 from ..exceptions import ConnectionClosed, WebSocketError
 from ..frames import CloseCode
 
-__all__ = ["BaseGroupBackend", "BackendUnavailable", "Outbox", "validate_group"]
+__all__ = ["BaseGroupBackend", "BackendUnavailable", "Member", "Outbox", "validate_group"]
 
 logger = logging.getLogger("django_websocket.groups")
 
@@ -31,6 +32,22 @@ class BackendUnavailable(WebSocketError):
 
     Raised by :func:`django_websocket.groups.send`; nothing was sent to anyone.
     """
+
+
+class Member(NamedTuple):
+    """A socket in a group, as :func:`~django_websocket.groups.members` tells it.
+
+    ``id`` is the socket's :attr:`~django_websocket.groups.GroupsMixin.id`; ``user_id`` the
+    primary key of its request's user (``request.user.pk``, a ``str`` unless it is an ``int``)
+    when the user was authenticated at join time, else ``None``; ``info`` what the view gave
+    ``join(group, info=...)`` (JSON data: as JSON gives it back); ``joined_at`` when it joined
+    (``time.time()`` of the joining process).
+    """
+
+    id: str
+    user_id: Any
+    info: Any
+    joined_at: float
 
 
 def validate_group(group):
@@ -153,11 +170,20 @@ class BaseGroupBackend:
         self._lock = threading.Lock()
         self._groups = {}  # group -> _Members, while the group has members here
         self._outboxes = {}  # websocket -> Outbox
+        # group -> {socket id: Member}, beside _groups: who is in each group (presence).
+        self._present = {}
 
     # --- membership (called through request.websocket.join / leave) -------------------------
 
-    def join(self, group, websocket):
+    def join(self, group, websocket, info=None, user_id=None):
+        """Put ``websocket`` in ``group``; again, it only replaces the member's ``info``.
+
+        ``info`` is JSON data (as JSON gives it back: the caller copies it so), ``user_id``
+        the primary key of the socket's user, or None. Returns once the backend carries the
+        group's messages to this process, within the backend's bounds (see :meth:`_settle`).
+        """
         validate_group(group)
+        ticket = None
         with self._lock:
             outbox = self._outboxes.get(websocket)
             first = outbox is None
@@ -165,6 +191,8 @@ class BaseGroupBackend:
                 # Read at call time, like every setting.
                 outbox = Outbox(websocket, self.config["QUEUE_SIZE"], self.discard)
                 self._outboxes[websocket] = outbox
+            present = self._present.get(group)
+            previous = present.get(websocket.id) if present is not None else None
             if group not in outbox.groups:
                 outbox.groups.add(group)
                 members = self._groups.get(group)
@@ -172,24 +200,33 @@ class BaseGroupBackend:
                     members = self._groups[group] = _Members()
                 members.outboxes[outbox] = None
                 members.snapshot = None
+            if previous is None or previous.info != info or previous.user_id != user_id:
+                if present is None:
+                    present = self._present[group] = {}
+                joined_at = previous.joined_at if previous is not None else time.time()
+                member = present[websocket.id] = Member(websocket.id, user_id, info, joined_at)
+                ticket = self._member_joined(group, member, len(present) == 1 and previous is None)
         if first:
             websocket.add_close_callback(self.discard)
         if websocket.closed:
             # It closed meanwhile: its close callbacks may already have run.
             self.discard(websocket)
             raise ConnectionClosed(websocket.close_code, websocket.close_reason)
-        self.joined(group)
+        self._settle(group, ticket)
 
     def leave(self, group, websocket):
+        """Take ``websocket`` out of ``group``; returns once the backend took note (bounded)."""
         with self._lock:
             outbox = self._outboxes.get(websocket)
             if outbox is None or group not in outbox.groups:
                 return
             outbox.groups.discard(group)
-            self._remove(group, outbox)
+            ticket = self._remove(group, outbox)
+        self._settle(None, ticket)
 
     def discard(self, websocket):
-        """End every membership of ``websocket`` and stop its sender (it closed)."""
+        """End every membership of ``websocket`` and stop its sender (it closed). Never waits
+        for the backend: it runs in whatever thread saw the connection end."""
         with self._lock:
             outbox = self._outboxes.pop(websocket, None)
             if outbox is None:
@@ -202,11 +239,34 @@ class BaseGroupBackend:
     def _remove(self, group, outbox):
         members = self._groups.get(group)
         if members is None:
-            return
+            return None
         members.outboxes.pop(outbox, None)
         members.snapshot = None
         if not members.outboxes:
             del self._groups[group]
+        present = self._present.get(group)
+        if present is None or present.pop(outbox.websocket.id, None) is None:
+            return None
+        if not present:
+            del self._present[group]
+        return self._member_left(group, outbox.websocket.id, not present)
+
+    # Hooks of the backends that tell others about this process's members (Redis). Both run
+    # under the backend's lock, in the order of the changes, so they must only take note (no
+    # I/O); what they return is handed to _settle once the lock is released.
+
+    def _member_joined(self, group, member, first):
+        """``member`` joined ``group`` (or changed its info); ``first``: the group's first
+        member in this process."""
+        return None
+
+    def _member_left(self, group, member_id, last):
+        """The socket ``member_id`` left ``group``; ``last``: no member of it is left here."""
+        return None
+
+    def _settle(self, group, ticket):
+        """After a join (``group``) or a leave (``None``) of the calling thread: wait until the
+        backend has acted on ``ticket``, within its bounds. In memory: nothing to wait for."""
 
     def groups_of(self, websocket):
         with self._lock:
@@ -217,6 +277,24 @@ class BaseGroupBackend:
         """How many sockets of this process are in ``group``."""
         members = self._groups.get(group)
         return len(members.outboxes) if members is not None else 0
+
+    def count(self, group):
+        """How many sockets are in ``group``, in every process the backend reaches (in memory:
+        this one)."""
+        present = self._present.get(group)
+        return len(present) if present is not None else 0
+
+    def members(self, group):
+        """The :class:`Member` of each socket in ``group``, in every process the backend
+        reaches (in memory: this one), in the order they joined."""
+        with self._lock:
+            present = self._present.get(group)
+            return list(present.values()) if present is not None else []
+
+    def local_presence(self):
+        """``{group: [Member, ...]}`` of this process: a copy, taken at once."""
+        with self._lock:
+            return {group: list(present.values()) for group, present in self._present.items()}
 
     # --- sending ------------------------------------------------------------------------------
 
@@ -247,15 +325,12 @@ class BaseGroupBackend:
 
     # --- life cycle ---------------------------------------------------------------------------
 
-    def joined(self, group):
-        """Called after a socket of this process joined ``group`` (the Redis backend starts its
-        listener on the first join)."""
-
     def close(self):
         """Drop every membership and stop the backend's threads (settings changed, tests)."""
         with self._lock:
             outboxes = list(self._outboxes.values())
             self._outboxes.clear()
             self._groups.clear()
+            self._present.clear()
         for outbox in outboxes:
             outbox.finish()
