@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -136,6 +137,51 @@ class RedisServer:
     def stop(self):
         self.kill()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class DelayingProxy:
+    """A TCP proxy in front of a Redis server that holds back, for ``delay`` seconds, each chunk
+    a client sends that contains ``marker`` (a command name): a slow network or server for the
+    commands of one kind only, to watch who waits for their answer."""
+
+    def __init__(self, port, marker, delay):
+        self.target, self.marker, self.delay = port, marker, delay
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.sockets = [self.listener]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # stopped
+            server = socket.create_connection(("127.0.0.1", self.target), timeout=5)
+            server.settimeout(None)
+            self.sockets += [client, server]
+            threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
+
+    def _pump(self, source, sink, from_client):
+        try:
+            while data := source.recv(65536):
+                if from_client and self.marker in data:
+                    time.sleep(self.delay)
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def stop(self):
+        for sock in self.sockets:
+            sock.close()
 
 
 @pytest.fixture(scope="session")

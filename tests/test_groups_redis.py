@@ -24,6 +24,7 @@ from django_websocket import groups
 from django_websocket.groups.redis import _redact, decode, encode
 from django_websocket.testing import WebSocketClient
 from tests.groupmember import Member
+from tests.redis_fixture import DelayingProxy
 from tests.servers import ROOT, SERVERS, runserver
 from tests.test_groups import TIMEOUT, command, member, wait_until
 
@@ -233,15 +234,7 @@ def test_a_process_without_members_of_a_group_receives_none_of_its_messages(pair
 
 def test_joins_together_share_commands_and_a_restart_resubscribes_everything(fresh_redis):
     # In this process, with stand-ins for sockets: 300 groups joined at once by 300 threads.
-    from django_websocket.groups.redis import RedisGroupBackend
-
-    config = {
-        **RedisGroupBackend.default_config,
-        "QUEUE_SIZE": 100,
-        "LOCATION": fresh_redis.url,
-        "PREFIX": "tests:",
-    }
-    backend = RedisGroupBackend(config)
+    backend = in_process_backend(fresh_redis.url)
     sockets = [Member() for _ in range(300)]
     try:
         start = threading.Barrier(len(sockets), timeout=TIMEOUT)
@@ -288,26 +281,75 @@ def test_joins_together_share_commands_and_a_restart_resubscribes_everything(fre
         backend.close()
 
 
+def in_process_backend(location, **config):
+    from django_websocket.groups.redis import RedisGroupBackend
+
+    return RedisGroupBackend(
+        {**RedisGroupBackend.default_config, "QUEUE_SIZE": 100, "LOCATION": location, "PREFIX": "tests:", **config}
+    )
+
+
+@pytest.mark.parametrize("marker", [b"SUBSCRIBE", b"HSET"])
+def test_join_returns_once_its_subscription_and_presence_are_in_place(fresh_redis, marker):
+    # Redis answers slowly, the subscriber's commands or the presence writes: join() waits.
+    proxy = DelayingProxy(fresh_redis.port, marker, delay=0.5)
+    backend = in_process_backend(proxy.url)
+    try:
+        first, second = Member(), Member()
+        start = time.monotonic()
+        backend.join("slow", first)
+        assert time.monotonic() - start >= 0.5
+        # In place when join() returns: nothing to wait for before sending.
+        assert numsub(fresh_redis, "slow") == 1
+        assert backend.count("slow") == 1
+        backend.send("slow", "hello")
+        wait_until(lambda: first.received == ["hello"], message="delivery")
+        backend.join("slow", second)
+        # leave() returns once the others no longer see the member (the presence write).
+        proxy.marker = b"HDEL"
+        start = time.monotonic()
+        backend.leave("slow", second)
+        assert time.monotonic() - start >= 0.5
+        assert backend.count("slow") == 1
+    finally:
+        backend.close()
+        proxy.stop()
+
+
 # --- presence across processes -----------------------------------------------------------------
 
 
 def test_members_are_seen_across_processes(pair):
     a, b = pair
-    with member(a, ["lobby"], info={"name": "ada"}) as ada, member(b, ["lobby"], info={"name": "grace"}) as grace:
+    with (
+        member(a, ["lobby"], info={"name": "ada"}) as ada,
+        member(b, ["lobby"], info={"name": "grace"}) as grace,
+        member(b, ["lobby"], info={"name": "hopper"}) as hopper,
+    ):
         for server in (a, b):
             seen = presence(server, "lobby")
-            assert seen["count"] == 2
+            assert seen["count"] == 3
             assert [(m["id"], m["user_id"], m["info"]) for m in seen["members"]] == [
-                (ada.member_id, None, {"name": "ada"}),
+                (ada.member_id, None, {"name": "ada"}),  # in the order they joined
                 (grace.member_id, None, {"name": "grace"}),
+                (hopper.member_id, None, {"name": "hopper"}),
             ]
         # leave() returns once the others no longer see the member.
         command(grace, leave="lobby")
         assert json.loads(grace.recv(timeout=TIMEOUT)) == {"groups": []}
+        assert [m["info"]["name"] for m in presence(a, "lobby")["members"]] == ["ada", "hopper"]
+        command(hopper, leave="lobby")  # B's last member of the group
+        assert json.loads(hopper.recv(timeout=TIMEOUT)) == {"groups": []}
         assert presence(a, "lobby")["count"] == 1
+        # Joining again with another info replaces it.
         command(grace, join="lobby", info={"name": "grace", "back": True})
         assert json.loads(grace.recv(timeout=TIMEOUT)) == {"groups": ["lobby"]}
-        assert presence(a, "lobby")["members"][1]["info"] == {"name": "grace", "back": True}
+        command(ada, join="lobby", info={"name": "ada", "away": True})
+        assert json.loads(ada.recv(timeout=TIMEOUT)) == {"groups": ["lobby"]}
+        assert [m["info"] for m in presence(b, "lobby")["members"]] == [
+            {"name": "ada", "away": True},
+            {"name": "grace", "back": True},
+        ]
     # Closing ends the membership everywhere, without waiting for PRESENCE_TTL.
     wait_until(lambda: presence(a, "lobby")["count"] == 0, message="members closed")
     assert presence(b, "lobby") == {"count": 0, "members": []}

@@ -495,7 +495,6 @@ class _Subscriber:
             self.pending.clear()
             self.inflight.clear()
             self.failed.clear()
-            self.dirty = set(self.wanted)
             self.backend._cond.notify_all()
 
 
