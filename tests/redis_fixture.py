@@ -184,6 +184,130 @@ class DelayingProxy:
             sock.close()
 
 
+class RedisClusterServers:
+    """A Redis Cluster on 127.0.0.1: ``masters`` masters with one replica each, created by
+    ``redis-cli --cluster create``. ``url`` is the first node's: any one node's URL is all a client
+    needs. A short ``cluster-node-timeout`` makes a replica take over within seconds of its
+    master's death (``kill``); a killed node started again rejoins as a replica."""
+
+    def __init__(self, server_binary, cli_binary, masters=3, node_timeout_ms=1000, timeout=60.0):
+        self.cli = cli_binary
+        options = (
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", "nodes.conf",  # in the node's own --dir
+            "--cluster-node-timeout", str(node_timeout_ms),
+            # A replica takes over however long ago it last heard its master (a test's
+            # replica is always current; the default would refuse after a while).
+            "--cluster-replica-validity-factor", "0",
+        )  # fmt: skip
+        self.nodes = []
+        try:
+            for _ in range(masters * 2):
+                # The cluster bus port defaults to the port + 10000, which a free port may not
+                # allow: each node gets a free one of its own, kept across its restarts.
+                self.nodes.append(RedisServer(server_binary, (*options, "--cluster-port", str(free_port()))))
+            argv = [cli_binary, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes)]
+            argv += ["--cluster-replicas", "1", "--cluster-yes"]
+            created = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+            if created.returncode != 0:
+                raise RuntimeError(f"redis-cli --cluster create failed: {created.stdout}{created.stderr}")
+            self.wait_healthy(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        self.url = f"redis://127.0.0.1:{self.nodes[0].port}/0"
+
+    def node(self, port):
+        return next(n for n in self.nodes if n.port == port)
+
+    def topology(self, via=None):
+        """``{master port: (node id, [slots], [replica ports])}``, as a live node sees it."""
+        for candidate in [via] if via else [n for n in self.nodes if n.proc.poll() is None]:
+            try:
+                lines = candidate.client().execute_command("CLUSTER", "NODES")
+                break
+            except Exception:
+                continue
+        else:
+            raise RuntimeError("no live node answers CLUSTER NODES")
+        if isinstance(lines, bytes):
+            lines = lines.decode()
+        masters, replicas = {}, []
+        for line in lines.strip().splitlines():
+            fields = line.split()
+            node_id, address, flags = fields[0], fields[1], fields[2].split(",")
+            port = int(address.split("@")[0].rsplit(":", 1)[1])
+            if "fail" in flags or "fail?" in flags or "noaddr" in flags:
+                continue
+            if "master" in flags:
+                slots = []
+                for part in fields[8:]:
+                    if part.startswith("["):
+                        continue  # a slot being migrated
+                    low, _, high = part.partition("-")
+                    slots.extend(range(int(low), int(high or low) + 1))
+                masters[port] = (node_id, slots, [])
+            else:
+                replicas.append((port, fields[3]))
+        by_id = {node_id: port for port, (node_id, _, _) in masters.items()}
+        for port, master_id in replicas:
+            if master_id in by_id:
+                masters[by_id[master_id]][2].append(port)
+        return masters
+
+    def master_of(self, slot):
+        for port, (_, slots, _) in self.topology().items():
+            if slot in slots:
+                return port
+        raise LookupError(f"no master serves slot {slot}")
+
+    def wait_healthy(self, timeout=30.0):
+        """Until every live node says the cluster is ok and every master has a synced replica."""
+        deadline = time.monotonic() + timeout
+        while True:
+            problem = self._problem()
+            if problem is None:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the cluster is not healthy after {timeout}s: {problem}")
+            time.sleep(0.1)
+
+    def _problem(self):
+        live = [n for n in self.nodes if n.proc.poll() is None]
+        for node in live:
+            try:
+                info = node.client().execute_command("CLUSTER", "INFO")
+            except Exception as exc:
+                return f"node {node.port}: {exc}"
+            info = info.decode() if isinstance(info, bytes) else info
+            if "cluster_state:ok" not in info:
+                return f"node {node.port} says {info.splitlines()[0]}"
+            known = int(info.split("cluster_known_nodes:")[1].split()[0])
+            if known < len(self.nodes):
+                return f"node {node.port} knows {known} nodes"
+        try:
+            masters = self.topology()
+        except RuntimeError as exc:
+            return str(exc)
+        if sum(len(slots) for _, slots, _ in masters.values()) != 16384:
+            return "not every slot is served"
+        for port, (_, _, replicas) in masters.items():
+            if not replicas:
+                return f"master {port} has no replica"
+            for replica in replicas:
+                try:
+                    info = self.node(replica).client().info("replication")
+                except Exception as exc:
+                    return f"replica {replica}: {exc}"
+                if info.get("master_link_status") != "up":
+                    return f"replica {replica} is not in sync with {port}"
+        return None
+
+    def stop(self):
+        for node in self.nodes:
+            node.stop()
+
+
 @pytest.fixture(scope="session")
 def redis_server():
     """A Redis server shared by the tests of a session (tests use distinct group names)."""
@@ -198,3 +322,12 @@ def fresh_redis():
     server = RedisServer(require_redis_server())
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_cluster():
+    """A Redis Cluster (3 masters, 3 replicas) for the tests of one module; they may kill a
+    master, provided they start it again (it rejoins as a replica) and wait until healthy."""
+    cluster = RedisClusterServers(require_redis_server(), require_redis_cli())
+    yield cluster
+    cluster.stop()

@@ -46,7 +46,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from .base import BackendUnavailable, BaseGroupBackend, Member
 
-__all__ = ["RedisGroupBackend"]
+__all__ = ["RedisGroupBackend", "RedisClusterGroupBackend"]
 
 logger = logging.getLogger("django_websocket.groups")
 
@@ -428,7 +428,11 @@ class _Subscriber:
             backend._cond.notify_all()
         if retried:
             logger.warning(
-                "Redis at %s refused to subscribe to %d group(s) (%s): retrying", self.name, len(retried), error
+                "Redis at %s refused to subscribe to %d group(s) (%s: %s): retrying",
+                self.name,
+                len(retried),
+                type(error).__name__,
+                error,
             )
             backend._topology_changed()
 
@@ -456,7 +460,8 @@ class _Subscriber:
             )
         else:
             what = "Redis restarted or failed over" if previous is not None and run_id != previous else "reconnected"
-            logger.warning(
+            logger.log(
+                logging.WARNING if groups else logging.INFO,
                 "Subscribed to Redis at %s again after %.1fs (%s): group messages flow; those published "
                 "meanwhile to this process's %d group(s) were lost",
                 self.name,
@@ -468,12 +473,13 @@ class _Subscriber:
     def _lost(self, exc):
         """Log the loss of the connection (or a failed attempt); True if it had been up."""
         with self.backend._cond:
-            was_up = self.up
+            was_up, groups = self.up, len(self.wanted)
         if was_up:
             self._down_since = time.monotonic()
             self._lost_by_server = not isinstance(exc, _PingTimeout)
             self.backend._count("subscriber_reconnects")
-            logger.warning(
+            logger.log(
+                logging.WARNING if groups else logging.INFO,
                 "Lost the subscription to Redis at %s (%s): group messages for this process are lost until it "
                 "is back; reconnecting",
                 self.name,
@@ -1118,3 +1124,212 @@ class RedisGroupBackend(BaseGroupBackend):
             self._publisher.close()
         except Exception:
             pass
+
+
+class RedisClusterGroupBackend(RedisGroupBackend):
+    """``WEBSOCKET_GROUPS = {"BACKEND": "django_websocket.groups.redis.RedisClusterGroupBackend",
+    "LOCATION": "redis://10.0.0.1:6379/0", ...}``: a Redis Cluster (Redis 7 or later), with sharded
+    pub/sub. ``LOCATION`` is any one node's URL: the others are found from it.
+
+    A group message is published with ``SPUBLISH`` on ``PREFIX + group``, which reaches the
+    master that owns the channel's hash slot (and its replicas) only, never the whole cluster. A
+    process subscribes with ``SSUBSCRIBE`` on the master of each of its groups' slots: one
+    connection per such master. When a slot moves (resharding, a failover), the node drops the
+    subscription or the connection is lost; the backend then reads the cluster's slots again and
+    subscribes on the new owner. ``OPTIONS`` are keyword arguments of
+    ``redis.cluster.RedisCluster.from_url``.
+    """
+
+    #: Seconds between two readings of the cluster's slots while something is amiss (a node
+    #: down, a group without a node).
+    refresh_interval = 0.5
+    _what = "the Redis Cluster"
+
+    def _setup_clients(self):
+        try:
+            from redis.cluster import RedisCluster  # noqa: F401  (redis-py 4.1 or later)
+        except ImportError as exc:
+            raise ImproperlyConfigured("The Redis Cluster group backend needs redis-py 4.5 or later") from exc
+        self._cluster = None  # made at first use: making it connects to the cluster
+        self._cluster_lock = threading.Lock()
+        self._unrouted = set()  # groups with members here whose slot has no known node yet
+        self._refresh = threading.Event()
+        self._router = None
+        self._server_name = None
+        # Check the URL now: a mistake in the settings shows at start, not at the first send.
+        parts = urlsplit(self.location)
+        if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+            raise ImproperlyConfigured(
+                f"WEBSOCKET_GROUPS['LOCATION'] {self.safe_location!r}: a cluster node's URL is redis://host:port "
+                "or rediss://host:port"
+            )
+
+    def _client(self):
+        cluster = self._cluster
+        if cluster is not None:
+            return cluster
+        with self._cluster_lock:
+            if self._cluster is None:
+                from redis.cluster import RedisCluster
+
+                # Fail fast: a command whose node is down fails within the socket timeouts and
+                # raises BackendUnavailable, rather than retrying for seconds.
+                options = {"retry": self._Retry(self._NoBackoff(), 1), **self._options}
+                try:
+                    self._cluster = RedisCluster.from_url(self.location, **options)
+                except (self._redis.RedisError, self._redis.exceptions.RedisClusterException) as exc:
+                    raise BackendUnavailable(f"no node of the cluster answers ({exc})") from exc
+                except ValueError as exc:
+                    raise ImproperlyConfigured(f"WEBSOCKET_GROUPS['LOCATION'] {self.safe_location!r}: {exc}") from exc
+            return self._cluster
+
+    def _errors(self):
+        return (self._redis.RedisError, self._redis.exceptions.RedisClusterException, BackendUnavailable)
+
+    def _publish(self, channel, payload):
+        self._client().execute_command("SPUBLISH", channel, payload)
+
+    def _subscription_commands(self, subscribe, unsubscribe):
+        # A sharded (un)subscribe names channels of one slot only.
+        commands = []
+        size = self.channels_per_command
+        for subscribing, groups, name in ((True, subscribe, "SSUBSCRIBE"), (False, unsubscribe, "SUNSUBSCRIBE")):
+            by_slot = collections.defaultdict(list)
+            for group in groups:
+                by_slot[key_slot(self._channel(group))].append(group)
+            for same_slot in by_slot.values():
+                for start in range(0, len(same_slot), size):
+                    chunk = same_slot[start : start + size]
+                    commands.append((subscribing, chunk, (name, *map(self._channel, chunk))))
+        return commands
+
+    # --- routing groups to nodes (under _cond) -------------------------------------------------
+
+    def _node_of(self, group):
+        """The master that owns ``group``'s slot, by the client's last reading; None if unknown."""
+        cluster = self._cluster
+        if cluster is None:
+            return None
+        try:
+            return cluster.nodes_manager.get_node_from_slot(key_slot(self._channel(group)))
+        except Exception:  # the slot is not covered (now), or no slot is known
+            return None
+
+    def _subscriber_for(self, group):
+        node = self._node_of(group)
+        if node is None:
+            self._unrouted.add(group)
+            self._wake_router()
+            return None
+        self._unrouted.discard(group)
+        subscriber = self._subscribers.get(node.name)
+        if subscriber is None or subscriber.retired:
+            cluster = self._cluster
+
+            def connect(node=node):
+                return self._subscriber_connection(cluster.get_redis_connection(node).connection_pool)
+
+            subscriber = self._subscribers[node.name] = _Subscriber(self, node.name, connect)
+        return subscriber
+
+    def _unrouted_discard(self, group):
+        self._unrouted.discard(group)
+
+    def _routing(self, group):
+        if group not in self._unrouted:
+            return False
+        # Waiting for the cluster's slots; with no node answering, the join goes on without.
+        return self._cluster is not None or self._router_attempts == 0
+
+    def _want(self, group):
+        if self._cluster is None:
+            self._wake_router()
+        super()._want(group)
+
+    # --- the router thread: reads the cluster's slots when something moved ----------------------
+
+    _router_attempts = 0
+
+    def _wake_router(self):
+        self._refresh.set()
+        if self._router is None and not self._stopping.is_set():
+            self._router = threading.Thread(
+                target=self._route_groups, name="websocket-groups-redis-cluster", daemon=True
+            )
+            self._router.start()
+
+    def _subscriber_down(self, subscriber):
+        self._wake_router()
+
+    def _topology_changed(self):
+        self._wake_router()
+
+    def _route_groups(self):
+        delay = self.refresh_interval
+        while not self._stopping.is_set():
+            self._refresh.wait(self.idle_ping)
+            if self._stopping.is_set():
+                return
+            self._refresh.clear()
+            try:
+                cluster = self._cluster
+                if cluster is None:
+                    cluster = self._client()  # reads the slots as it connects
+                else:
+                    cluster.nodes_manager.initialize()
+                healthy = self._reroute(cluster)
+                delay = self.refresh_interval
+            except Exception as exc:
+                logger.debug("Reading the slots of the Redis Cluster at %s failed: %s", self.safe_location, exc)
+                healthy = False
+                delay = min(delay * 2, self.backoff_max)
+            finally:
+                with self._cond:
+                    self._router_attempts += 1
+                    self._cond.notify_all()
+            if not healthy:
+                # Something is amiss (a node down, a slot uncovered): read the slots again soon.
+                self._stopping.wait(random.uniform(delay / 2, delay))
+                self._refresh.set()
+
+    def _reroute(self, cluster):
+        """Move each group to the master that owns its slot now; True if all have a live one."""
+        primaries = {node.name for node in cluster.get_primaries()}
+        moved = 0
+        with self._cond:
+            for group in list(self._route) + list(self._unrouted):
+                current = self._route.get(group)
+                subscriber = self._subscriber_for(group)
+                if subscriber is current:
+                    continue
+                if current is not None:
+                    moved += 1
+                    current.unwant(group)
+                if subscriber is None:
+                    self._route.pop(group, None)
+                else:
+                    self._route[group] = subscriber
+                    subscriber.want(group)
+            for name, subscriber in list(self._subscribers.items()):
+                if name not in primaries and not subscriber.wanted:
+                    subscriber.retire()
+                    del self._subscribers[name]
+            healthy = not self._unrouted and all(
+                s.up or not s.attempted for s in self._subscribers.values() if s.wanted
+            )
+            self._cond.notify_all()
+        if moved:
+            logger.info("Moved %d group subscription(s) to the cluster nodes that now own their slots", moved)
+        return healthy
+
+    def _close_clients(self):
+        self._refresh.set()
+        router = self._router
+        if router is not None and router is not threading.current_thread():
+            router.join(self._poll + 2.0)
+        cluster = self._cluster
+        if cluster is not None:
+            try:
+                cluster.close()
+            except Exception:
+                pass
