@@ -11,5 +11,9 @@ __all__ = ["MemoryGroupBackend"]
 
 
 class MemoryGroupBackend(BaseGroupBackend):
+    """``WEBSOCKET_GROUPS = {"BACKEND": "django_websocket.groups.memory.MemoryGroupBackend"}``
+    (the default): the sockets of this process; :func:`~django_websocket.groups.count` and
+    :func:`~django_websocket.groups.members` tell this process's."""
+
     def send(self, group, message, exclude=frozenset()):
         self.deliver(group, message, exclude)
