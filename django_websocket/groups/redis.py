@@ -258,6 +258,9 @@ class _Subscriber:
                 backend._stopping.wait(random.uniform(delay / 2, delay))
                 delay = min(delay * 2, backend.backoff_max)
         finally:
+            with backend._cond:
+                # No wake() writes to the pipe any more: its descriptors may be reused once closed.
+                self._woken = True
             for fd in (self._wake_r, self._wake_w):
                 try:
                     os.close(fd)
