@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 import threading
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
@@ -154,7 +155,7 @@ class DjangoWebSocket(_DjangoRules, GroupsMixin, WebSocket):
     view needs (``join`` and ``leave`` of groups come from
     :class:`~django_websocket.groups.GroupsMixin`)."""
 
-    __slots__ = ("id", "_group_backend", "allowed_origins", "_database_opened")
+    __slots__ = ("id", "_group_backend", "_user_id_of", "allowed_origins", "_database_opened")
 
 
 # (The ignore: for type checkers _DjangoRules extends WebSocket, whose private _end differs.)
@@ -162,7 +163,7 @@ class DjangoASGIWebSocket(_DjangoRules, GroupsMixin, ASGIWebSocket):  # type: ig
     """``request.websocket`` of a regular view on an ASGI server: the same API as
     :class:`DjangoWebSocket`, over the server's events."""
 
-    __slots__ = ("id", "_group_backend", "allowed_origins", "_database_opened")
+    __slots__ = ("id", "_group_backend", "_user_id_of", "allowed_origins", "_database_opened")
 
 
 class DjangoAsyncWebSocket(AsyncGroupsMixin, AsyncWebSocket):
@@ -170,7 +171,7 @@ class DjangoAsyncWebSocket(AsyncGroupsMixin, AsyncWebSocket):
     and ``await ws.leave()`` for groups). Its database queries go through Django's async
     interfaces, which manage their connections themselves."""
 
-    __slots__ = ("id", "_group_backend", "allowed_origins")
+    __slots__ = ("id", "_group_backend", "_user_id_of", "allowed_origins")
 
     allowed_origins: Sequence[str] | None
 
@@ -298,6 +299,24 @@ def _upgrade_fix(environ: Mapping[str, Any]) -> tuple[str, str]:
     return (f"serve the project with one of {SUPPORTED_SERVERS}", "see the server's log for the servers that can")
 
 
+def _user_id_of(request: _Request) -> Callable[[], int | str | None]:
+    """A function giving the primary key of ``request.user`` when authenticated, else None: what
+    a socket joining a group records (django_websocket.groups.members tells it). It is read at
+    join time, not now: ``request.user`` is lazy, and most sockets never join a group."""
+    # A weak reference: the request holds its websocket, which need not keep the request alive.
+    ref = weakref.ref(request)
+
+    def user_id() -> int | str | None:
+        user = getattr(ref(), "user", None)  # no AuthenticationMiddleware: no user
+        if user is None or not user.is_authenticated:
+            return None
+        pk = user.pk
+        # JSON carries it to other processes: what is neither int nor str (a UUID) goes as str.
+        return pk if isinstance(pk, (int, str)) else str(pk)
+
+    return user_id
+
+
 def _create(
     request: _Request,
     cls: type[DjangoWebSocket | DjangoASGIWebSocket | DjangoAsyncWebSocket],
@@ -320,6 +339,7 @@ def _create(
     )
     request.websocket.allowed_origins = settings.WEBSOCKET_ALLOWED_ORIGINS
     request.websocket.idle_timeout = settings.WEBSOCKET_DATABASE_IDLE_TIMEOUT
+    request.websocket._user_id_of = _user_id_of(request)
     return None
 
 

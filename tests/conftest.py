@@ -75,7 +75,7 @@ def thread_server():
 
 
 # A real redis-server for the group tests (tests/redis_fixture.py).
-from tests.redis_fixture import fresh_redis, redis_server  # noqa: E402, F401
+from tests.redis_fixture import fresh_redis, redis_cluster, redis_server  # noqa: E402, F401
 
 
 def pytest_collection_modifyitems(config, items):

@@ -10,16 +10,18 @@ from django_websocket import groups, require_websocket
 
 @require_websocket
 def member(request):
-    """Joins the groups of ``?join=a,b``, answers ``{"joined": [...], "id": ..., "pid": ...}``, then obeys
-    JSON commands while group messages reach the client through the socket's own send path:
+    """Joins the groups of ``?join=a,b`` (with ``?info=`` JSON, if given), answers ``{"joined":
+    [...], "id": ..., "pid": ...}``, then obeys JSON commands while group messages reach the client
+    through the socket's own send path:
 
     ``{"send": group, "message": str, "binary": bool, "exclude_self": bool, "ack": bool}``,
-    ``{"send_json": group, "data": ...}``, ``{"join": group}``, ``{"leave": group}`` (these two
-    answer ``{"groups": [...]}``). A failed send answers ``{"error": ..., "type": ...}``.
+    ``{"send_json": group, "data": ...}``, ``{"join": group, "info": ...}``, ``{"leave": group}``
+    (these two answer ``{"groups": [...]}``). A failed send answers ``{"error": ..., "type": ...}``.
     """
     ws = request.websocket
+    info = json.loads(request.GET["info"]) if "info" in request.GET else None
     for group in filter(None, request.GET.get("join", "").split(",")):
-        ws.join(group)
+        ws.join(group, info=info)
     ws.send(json.dumps({"joined": sorted(ws.groups), "id": ws.id, "pid": os.getpid()}))
     for command in ws:
         command = json.loads(command)
@@ -34,7 +36,7 @@ def member(request):
             elif "send_json" in command:
                 groups.send_json(command["send_json"], command["data"])
             elif "join" in command:
-                ws.join(command["join"])
+                ws.join(command["join"], info=command.get("info"))
                 ws.send(json.dumps({"groups": sorted(ws.groups)}))
             elif "leave" in command:
                 ws.leave(command["leave"])
@@ -63,3 +65,37 @@ def members(request):
 def backend(request):
     """The class of this process's group backend and the process id."""
     return HttpResponse(f"{type(groups.get_backend()).__name__} {os.getpid()}", content_type="text/plain")
+
+
+def presence(request):
+    """``{"count": n, "members": [{"id", "user_id", "info"}...]}`` of ``?group=``: 503 when the
+    backend cannot tell."""
+    group = request.GET["group"]
+    try:
+        count = groups.count(group)
+        members = groups.members(group)
+    except groups.BackendUnavailable as exc:
+        return HttpResponse(str(exc), status=503, content_type="text/plain")
+    found = [{"id": m.id, "user_id": m.user_id, "info": m.info, "joined_at": m.joined_at} for m in members]
+    return HttpResponse(json.dumps({"count": count, "members": found}), content_type="application/json")
+
+
+def stats(request):
+    """The counters of this process's group backend, as JSON (``{}`` if it keeps none)."""
+    backend = groups.get_backend()
+    counters = backend.stats() if hasattr(backend, "stats") else {}
+    return HttpResponse(json.dumps({"pid": os.getpid(), **counters}), content_type="application/json")
+
+
+@require_websocket
+async def async_member(request):
+    """The async view's way: ``await ws.join(group, info=...)`` for ``?join=``, then answers
+    ``{"joined": [...], "id": ...}`` and leaves the groups of the messages it receives."""
+    ws = request.websocket
+    info = json.loads(request.GET["info"]) if "info" in request.GET else None
+    for group in filter(None, request.GET.get("join", "").split(",")):
+        await ws.join(group, info=info)
+    await ws.send(json.dumps({"joined": sorted(ws.groups), "id": ws.id}))
+    async for group in ws:
+        await ws.leave(group)
+        await ws.send(json.dumps({"groups": sorted(ws.groups)}))

@@ -8,7 +8,10 @@ import os
 from tests.settings import *  # noqa: F403
 
 WEBSOCKET_GROUPS = {
-    "BACKEND": "django_websocket.groups.redis.RedisGroupBackend",
+    # RedisClusterGroupBackend for the cluster tests (tests/test_groups_cluster.py).
+    "BACKEND": "django_websocket.groups.redis." + os.environ.get("TEST_REDIS_BACKEND", "RedisGroupBackend"),
     "LOCATION": os.environ["TEST_REDIS_URL"],
     "PREFIX": os.environ.get("TEST_REDIS_PREFIX", "tests:"),
 }
+if os.environ.get("TEST_REDIS_PRESENCE_TTL"):
+    WEBSOCKET_GROUPS["PRESENCE_TTL"] = float(os.environ["TEST_REDIS_PRESENCE_TTL"])

@@ -253,6 +253,13 @@ def test_chat_two_pages_in_one_room_see_each_other(windows, project):
             welcome = f"You joined as {name}."
             wait_for(page, lambda d, welcome=welcome: welcome in texts(d, "#log li"), f"{name}'s welcome")
 
+        def members(driver):
+            return driver.find_element("id", "members").text
+
+        for name, page in pages.items():
+            # Who is in the room: both, in the order they came.
+            wait_for(page, lambda d: members(d) == "ada, grace", f"the members in {name}'s page")
+
         windows.find_element("id", "message").send_keys("hello, Grace\n")
         other.find_element("id", "message").send_keys("hi Ada!\n")
         for name, page in pages.items():
@@ -265,6 +272,8 @@ def test_chat_two_pages_in_one_room_see_each_other(windows, project):
                 ),
                 f"both messages in {name}'s page",
             )
+        other.execute_script("socket.close()")  # Grace leaves the room: Ada's page no longer lists her
+        wait_for(windows, lambda d: members(d) == "ada", "Grace gone from Ada's page")
 
 
 def test_pages_reconnect_after_a_server_restart(windows, project):

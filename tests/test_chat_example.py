@@ -98,9 +98,12 @@ def test_chat_under_runserver_in_memory(example_env):
         bob = enter(server, "lobby")
         assert alice.user.startswith("anonymous-") and bob.user.startswith("anonymous-")
         assert json.loads(alice.recv(timeout=TIMEOUT)) == {"type": "joined", "user": bob.user}
+        assert json.loads(get(server, "/chat/lobby/members/")[1]) == {"members": [alice.user, bob.user]}
         chat_round(server, "lobby", [alice, bob])
         bob.close()
         assert json.loads(alice.recv(timeout=TIMEOUT)) == {"type": "left", "user": bob.user}
+        # Bob left the room before his notice went out: he is no longer in it.
+        assert json.loads(get(server, "/chat/lobby/members/")[1]) == {"members": [alice.user]}
         alice.close()
     finally:
         server.stop()
@@ -161,6 +164,9 @@ def test_chat_on_two_gunicorn_gevent_workers_with_redis(example_env, redis_serve
             # sender's own order is guaranteed (tests/test_groups_redis.py checks that), so
             # this checks who was announced, not in which order.
             joined_until(ws, [other.user for other in clients[n + 1 :]], [other.user for other in clients[:n]])
+        # Who is in the room, asked of either worker: everyone, on both workers (Redis presence).
+        for _ in range(4):
+            assert json.loads(get(server, "/chat/workers/members/")[1]) == {"members": [ws.user for ws in clients]}
         chat_round(server, "workers", clients)
     finally:
         for ws in clients:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 import uuid
 
@@ -26,6 +27,7 @@ from websockets.version import version as websockets_version
 
 from django_websocket import groups
 from django_websocket.groups.memory import MemoryGroupBackend
+from django_websocket.testing import WebSocketClient
 from tests.groupmember import Member
 from tests.rawclient import RawClient
 from tests.servers import ROOT
@@ -36,10 +38,14 @@ TIMEOUT = 10
 LEGACY = {"legacy": True} if tuple(int(n) for n in websockets_version.split(".")[:2]) >= (17, 1) else {}
 
 
-def member(server, join=(), **kwargs):
-    """A client of the member view (tests/group_views.py), once it has joined ``join``."""
+def member(server, join=(), info=None, **kwargs):
+    """A client of the member view (tests/group_views.py), once it has joined ``join`` (with
+    ``info``, if given)."""
+    query = f"join={','.join(join)}"
+    if info is not None:
+        query += "&info=" + urllib.parse.quote(json.dumps(info))
     # legacy=True: tests hold several connections at once, closed in finally blocks.
-    ws = connect(f"{server.url}/groups/member?join={','.join(join)}", open_timeout=TIMEOUT, **LEGACY, **kwargs)
+    ws = connect(f"{server.url}/groups/member?{query}", open_timeout=TIMEOUT, **LEGACY, **kwargs)
     hello = json.loads(ws.recv(timeout=TIMEOUT))
     assert hello["joined"] == sorted(join)
     ws.member_id, ws.pid = hello["id"], hello["pid"]
@@ -175,6 +181,77 @@ def test_send_from_a_plain_http_view(thread_server):
         with urllib.request.urlopen(f"{server.http_url}/groups/send?group=news&message=extra", timeout=TIMEOUT) as r:
             assert r.read() == b"sent"
         assert ws.recv(timeout=TIMEOUT) == "extra"
+
+
+# --- presence: who is in a group --------------------------------------------------------------
+
+
+def test_count_and_members_in_one_process(thread_server):
+    server = thread_server()
+    with (
+        member(server, ["presence"], info={"name": "alice"}) as alice,
+        member(server, ["presence"], info={"name": "bob"}) as bob,
+        member(server, ["presence-other"]) as carol,
+    ):
+        assert groups.count("presence") == 2
+        assert groups.count("presence-other") == 1
+        assert groups.count("presence-nobody") == 0 and groups.members("presence-nobody") == []
+        found = groups.members("presence")
+        assert [(m.id, m.user_id, m.info) for m in found] == [
+            (alice.member_id, None, {"name": "alice"}),  # in the order they joined
+            (bob.member_id, None, {"name": "bob"}),
+        ]
+        assert groups.members("presence-other")[0].id == carol.member_id
+        assert groups.members("presence-other")[0].info is None
+
+        # Joining again only replaces the info; leaving takes the socket out at once.
+        joined_at = found[0].joined_at
+        command(alice, join="presence", info=["away", 1])
+        assert json.loads(alice.recv(timeout=TIMEOUT)) == {"groups": ["presence"]}
+        command(bob, leave="presence")
+        assert json.loads(bob.recv(timeout=TIMEOUT)) == {"groups": []}
+        assert groups.count("presence") == 1
+        assert groups.members("presence") == [groups.Member(alice.member_id, None, ["away", 1], joined_at)]
+    # Closing ends the membership (the server sees the close a moment later).
+    wait_until(lambda: groups.count("presence") == 0 and groups.count("presence-other") == 0, message="presence")
+    assert groups.members("presence") == []
+
+
+def test_info_is_kept_as_json_gives_it_back():
+    from django_websocket.groups import _json_copy
+
+    when = datetime.datetime(2026, 1, 2, tzinfo=datetime.timezone.utc)
+    info = {"when": when, "tags": ("a", "b"), "n": decimal.Decimal("1.5")}
+    copy = _json_copy(info)
+    assert copy == {"when": "2026-01-02T00:00:00Z", "tags": ["a", "b"], "n": "1.5"}
+    with pytest.raises(TypeError, match="JSON-serialisable"):
+        _json_copy({"socket": object()})
+
+
+@pytest.mark.django_db
+def test_members_tell_the_user_of_the_socket(client, django_user_model):
+    user = django_user_model.objects.create_user("ada", password="pw")
+    client.force_login(user)
+    logged_in = WebSocketClient(client)
+    anonymous = WebSocketClient()
+    in_async_view = WebSocketClient(client)
+    try:
+        assert logged_in.connect("/groups/member?join=users")[0]
+        mine = json.loads(logged_in.receive())["id"]
+        assert anonymous.connect("/groups/member?join=users")[0]
+        theirs = json.loads(anonymous.receive())["id"]
+        # An async view: request.user is read in Django's thread for such work.
+        assert in_async_view.connect("/groups/amember?join=users&info=%22async%22")[0]
+        async_id = json.loads(in_async_view.receive())["id"]
+        found = {m.id: (m.user_id, m.info) for m in groups.members("users")}
+        assert found == {mine: (user.pk, None), theirs: (None, None), async_id: (user.pk, "async")}
+        in_async_view.send("users")  # the async view leaves the group it is sent
+        assert json.loads(in_async_view.receive()) == {"groups": []}
+        assert groups.count("users") == 2
+    finally:
+        for ws in (logged_in, anonymous, in_async_view):
+            ws.close()
+    wait_until(lambda: groups.count("users") == 0, message="presence of closed sockets")
 
 
 def test_arguments_are_checked():

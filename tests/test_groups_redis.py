@@ -9,6 +9,7 @@ sent).
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -17,8 +18,13 @@ import urllib.error
 import urllib.request
 
 import pytest
+from django.test import override_settings
 
-from django_websocket.groups.redis import _glob_escape, _redact, decode, encode
+from django_websocket import groups
+from django_websocket.groups.redis import _redact, decode, encode
+from django_websocket.testing import WebSocketClient
+from tests.groupmember import Member
+from tests.redis_fixture import DelayingProxy
 from tests.servers import ROOT, SERVERS, runserver
 from tests.test_groups import TIMEOUT, command, member, wait_until
 
@@ -50,6 +56,22 @@ def recv_all(ws, count):
     return [ws.recv(timeout=TIMEOUT) for _ in range(count)]
 
 
+def stats(server):
+    status, body = http(server, "/groups/stats")
+    assert status == 200, body
+    return json.loads(body)
+
+
+def presence(server, group):
+    status, body = http(server, f"/groups/presence?group={group}")
+    assert status == 200, body
+    return json.loads(body)
+
+
+def numsub(redis, group, prefix="tests:"):
+    return redis.client().execute_command("PUBSUB", "NUMSUB", prefix + group)[1]
+
+
 @pytest.fixture(scope="module")
 def pair(redis_server):
     """Two runserver processes, A and B, on the session's Redis."""
@@ -74,8 +96,7 @@ def test_payload_round_trip():
         decode(b"x\nwhat")
 
 
-def test_prefix_is_matched_literally_and_passwords_are_not_shown():
-    assert _glob_escape("app[1]*?\\:") == "app\\[1\\]\\*\\?\\\\:"
+def test_passwords_are_not_shown():
     assert _redact("redis://:s3cret@127.0.0.1:6379/0") == "redis://:***@127.0.0.1:6379/0"
     assert _redact("redis://user:s3cret@127.0.0.1/0") == "redis://user:***@127.0.0.1/0"
     assert _redact("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
@@ -165,6 +186,267 @@ def test_hundred_clients_hundred_messages_nothing_lost(pair):
             ws.close()
     for server in pair:
         assert "Traceback" not in server.output(), server.output()
+
+
+# --- per-group subscriptions --------------------------------------------------------------------
+
+
+def test_numsub_counts_the_processes_holding_members_of_a_group(pair, redis_server):
+    a, b = pair
+    assert numsub(redis_server, "numsub") == 0
+    with member(a, ["numsub"]) as first_on_a:
+        # join() returned after the subscription was in place: no wait needed.
+        assert numsub(redis_server, "numsub") == 1
+        with member(a, ["numsub"]), member(b, ["numsub"]) as on_b:
+            assert numsub(redis_server, "numsub") == 2  # processes, not sockets
+            command(on_b, leave="numsub")
+            assert json.loads(on_b.recv(timeout=TIMEOUT)) == {"groups": []}
+            # The unsubscribe goes out after leave() returns (nobody waits for it).
+            wait_until(lambda: numsub(redis_server, "numsub") == 1, message="B unsubscribed")
+            command(on_b, join="numsub")
+            assert json.loads(on_b.recv(timeout=TIMEOUT)) == {"groups": ["numsub"]}
+            assert numsub(redis_server, "numsub") == 2
+        wait_until(lambda: numsub(redis_server, "numsub") == 1, message="B's member closed")
+        assert http(a, "/groups/members?group=numsub") == (200, "1")
+        assert first_on_a.pid == a.proc.pid
+    wait_until(lambda: numsub(redis_server, "numsub") == 0, message="A's members closed")
+    # No pattern subscription is left anywhere.
+    assert redis_server.client().execute_command("PUBSUB", "NUMPAT") == 0
+
+
+def test_a_process_without_members_of_a_group_receives_none_of_its_messages(pair):
+    a, b = pair
+    with member(a, ["busy-room"]) as on_a, member(b, ["quiet-room"]) as on_b, member(a) as sender:
+        before_a, before_b = stats(a)["subscriber_messages"], stats(b)["subscriber_messages"]
+        for i in range(200):
+            command(sender, send="busy-room", message=f"m{i}")
+        assert recv_all(on_a, 200) == [f"m{i}" for i in range(200)]
+        # A marker to B's own group: once B has it, B's listener has read whatever came before.
+        command(sender, send="quiet-room", message="marker")
+        assert on_b.recv(timeout=TIMEOUT) == "marker"
+        after_a, after_b = stats(a)["subscriber_messages"], stats(b)["subscriber_messages"]
+        assert after_a - before_a == 200
+        # B got the marker only: none of busy-room's 200 (with one pattern subscription per
+        # process, as before, it got all 200 and dropped them).
+        assert after_b - before_b == 1, (before_b, after_b)
+        assert stats(b)["subscribed_groups"] == 1
+
+
+def test_joins_together_share_commands_and_a_restart_resubscribes_everything(fresh_redis):
+    # In this process, with stand-ins for sockets: 300 groups joined at once by 300 threads.
+    backend = in_process_backend(fresh_redis.url)
+    sockets = [Member() for _ in range(300)]
+    try:
+        start = threading.Barrier(len(sockets), timeout=TIMEOUT)
+
+        def join(n):
+            start.wait()
+            backend.join(f"many:{n}", sockets[n])
+
+        threads = [threading.Thread(target=join, args=(n,)) for n in range(len(sockets))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(TIMEOUT)
+        client = fresh_redis.client()
+        counts = client.execute_command("PUBSUB", "NUMSUB", *(f"tests:many:{n}" for n in range(300)))[1::2]
+        assert counts == [1] * 300
+        commands = client.info("commandstats")["cmdstat_subscribe"]["calls"]
+        print(f"300 joins at once: {commands} SUBSCRIBE commands")
+        assert commands < 300, f"{commands} SUBSCRIBE commands for 300 joins"
+
+        # Redis restarts (its counters too): one SUBSCRIBE puts the 300 subscriptions back.
+        fresh_redis.restart()
+        wait_until(lambda: backend.stats()["subscribed_groups"] == 300, timeout=20, message="resubscribed")
+        client = fresh_redis.client()
+        counts = client.execute_command("PUBSUB", "NUMSUB", *(f"tests:many:{n}" for n in range(300)))[1::2]
+        assert counts == [1] * 300
+        assert client.info("commandstats")["cmdstat_subscribe"]["calls"] == 1
+        for n in (0, 150, 299):
+            backend.send(f"many:{n}", f"to {n}")
+        wait_until(lambda: all(sockets[n].received == [f"to {n}"] for n in (0, 150, 299)), message="delivery")
+
+        # The last member of each group closes: UNSUBSCRIBE follows, several groups a command.
+        for socket_ in sockets:
+            socket_.close()
+
+        def unsubscribed():
+            counts = client.execute_command("PUBSUB", "NUMSUB", *(f"tests:many:{n}" for n in range(300)))[1::2]
+            return counts == [0] * 300
+
+        wait_until(unsubscribed, message="unsubscribed")
+        assert backend.stats()["subscribed_groups"] == 0
+        assert client.info("commandstats")["cmdstat_unsubscribe"]["calls"] < 300
+    finally:
+        backend.close()
+
+
+def in_process_backend(location, **config):
+    from django_websocket.groups.redis import RedisGroupBackend
+
+    return RedisGroupBackend(
+        {**RedisGroupBackend.default_config, "QUEUE_SIZE": 100, "LOCATION": location, "PREFIX": "tests:", **config}
+    )
+
+
+@pytest.mark.parametrize("marker", [b"SUBSCRIBE", b"HSET"])
+def test_join_returns_once_its_subscription_and_presence_are_in_place(fresh_redis, marker):
+    # Redis answers slowly, the subscriber's commands or the presence writes: join() waits.
+    proxy = DelayingProxy(fresh_redis.port, marker, delay=0.5)
+    backend = in_process_backend(proxy.url)
+    try:
+        first, second = Member(), Member()
+        start = time.monotonic()
+        backend.join("slow", first)
+        assert time.monotonic() - start >= 0.5
+        # In place when join() returns: nothing to wait for before sending.
+        assert numsub(fresh_redis, "slow") == 1
+        assert backend.count("slow") == 1
+        backend.send("slow", "hello")
+        wait_until(lambda: first.received == ["hello"], message="delivery")
+        backend.join("slow", second)
+        # leave() returns once the others no longer see the member (the presence write).
+        proxy.marker = b"HDEL"
+        start = time.monotonic()
+        backend.leave("slow", second)
+        assert time.monotonic() - start >= 0.5
+        assert backend.count("slow") == 1
+    finally:
+        backend.close()
+        proxy.stop()
+
+
+# --- presence across processes -----------------------------------------------------------------
+
+
+def test_members_are_seen_across_processes(pair):
+    a, b = pair
+    with (
+        member(a, ["lobby"], info={"name": "ada"}) as ada,
+        member(b, ["lobby"], info={"name": "grace"}) as grace,
+        member(b, ["lobby"], info={"name": "hopper"}) as hopper,
+    ):
+        for server in (a, b):
+            seen = presence(server, "lobby")
+            assert seen["count"] == 3
+            assert [(m["id"], m["user_id"], m["info"]) for m in seen["members"]] == [
+                (ada.member_id, None, {"name": "ada"}),  # in the order they joined
+                (grace.member_id, None, {"name": "grace"}),
+                (hopper.member_id, None, {"name": "hopper"}),
+            ]
+        # leave() returns once the others no longer see the member.
+        command(grace, leave="lobby")
+        assert json.loads(grace.recv(timeout=TIMEOUT)) == {"groups": []}
+        assert [m["info"]["name"] for m in presence(a, "lobby")["members"]] == ["ada", "hopper"]
+        command(hopper, leave="lobby")  # B's last member of the group
+        assert json.loads(hopper.recv(timeout=TIMEOUT)) == {"groups": []}
+        assert presence(a, "lobby")["count"] == 1
+        # Joining again with another info replaces it.
+        command(grace, join="lobby", info={"name": "grace", "back": True})
+        assert json.loads(grace.recv(timeout=TIMEOUT)) == {"groups": ["lobby"]}
+        command(ada, join="lobby", info={"name": "ada", "away": True})
+        assert json.loads(ada.recv(timeout=TIMEOUT)) == {"groups": ["lobby"]}
+        assert [m["info"] for m in presence(b, "lobby")["members"]] == [
+            {"name": "ada", "away": True},
+            {"name": "grace", "back": True},
+        ]
+    # Closing ends the membership everywhere, without waiting for PRESENCE_TTL.
+    wait_until(lambda: presence(a, "lobby")["count"] == 0, message="members closed")
+    assert presence(b, "lobby") == {"count": 0, "members": []}
+
+
+@pytest.mark.django_db
+def test_the_user_of_a_socket_is_seen_from_another_process(pair, redis_server, client, django_user_model):
+    # The socket in this process (its user logged in through the test client), read from B.
+    a, b = pair
+    user = django_user_model.objects.create_user("ada", password="pw")
+    client.force_login(user)
+    settings = {"BACKEND": "django_websocket.groups.redis.RedisGroupBackend", "LOCATION": redis_server.url}
+    with override_settings(WEBSOCKET_GROUPS={**settings, "PREFIX": "tests:"}):
+        ws = WebSocketClient(client)
+        try:
+            assert ws.connect("/groups/member?join=whois")[0]
+            mine = json.loads(ws.receive())["id"]
+            with member(a, ["whois"]) as theirs:
+                seen = {m["id"]: m["user_id"] for m in presence(b, "whois")["members"]}
+                assert seen == {mine: user.pk, theirs.member_id: None}
+        finally:
+            ws.close()
+            groups.get_backend().close()
+
+
+def test_the_members_of_a_killed_process_expire_after_presence_ttl(fresh_redis):
+    ttl = 2.0
+    env = {**redis_env(fresh_redis), "TEST_REDIS_PRESENCE_TTL": str(ttl)}
+    doomed = runserver(env)
+    witness = runserver(env)
+    clients = []
+    try:
+        clients += [member(doomed, ["wake"]) for _ in range(3)]
+        with member(witness, ["wake"]) as survivor:
+            assert presence(witness, "wake")["count"] == 4
+            os.kill(doomed.proc.pid, signal.SIGKILL)  # no close frames, no cleanup, no atexit
+            killed = time.monotonic()
+            doomed.proc.wait(TIMEOUT)
+            wait_until(lambda: presence(witness, "wake")["count"] == 1, timeout=ttl + 5, message="expiry")
+            expired_after = time.monotonic() - killed
+            # The heartbeat was refreshed at most TTL/3 before the kill.
+            assert ttl * 2 / 3 - 0.3 <= expired_after <= ttl + 1.0, expired_after
+            print(f"members of the killed process gone {expired_after:.2f}s after SIGKILL (PRESENCE_TTL {ttl}s)")
+            assert [m["id"] for m in presence(witness, "wake")["members"]] == [survivor.member_id]
+            # The reader removed what the dead process left in the group: one process is listed.
+            group_keys = fresh_redis.client().keys("tests:presence:{tests:wake}*")
+            assert len(group_keys) == 2, group_keys  # the set of processes and the survivor's hash
+    finally:
+        for ws in clients:
+            ws.close()  # their server is gone: this only closes the client's end
+        doomed.stop()
+        witness.stop()
+
+
+def test_a_subscriber_that_falls_behind_is_disconnected_counted_and_resubscribed(fresh_redis):
+    # A tiny pub/sub output buffer: Redis closes a subscriber with more than 64 KiB unread.
+    client = fresh_redis.client()
+    client.config_set("client-output-buffer-limit", "pubsub 65536 0 0")
+    server = runserver(redis_env(fresh_redis))
+    try:
+        with member(server, ["flood"]) as ws:
+            assert stats(server)["subscriber_disconnects"] == 0
+            # The listener made slow: its whole process stopped while 20 MB are published to its
+            # group (more than the kernel's socket buffers hold, so Redis buffers the rest).
+            os.kill(server.proc.pid, signal.SIGSTOP)
+            try:
+                payload = encode("x" * 100_000, frozenset())
+                for _ in range(200):
+                    client.publish("tests:flood", payload)
+                # Redis closed the connection (it tells it in its log).
+                wait_until(lambda: "output buffer limits" in fresh_redis.log(), message="Redis closing the subscriber")
+            finally:
+                os.kill(server.proc.pid, signal.SIGCONT)
+            wait_until(
+                lambda: stats(server)["subscriber_disconnects"] == 1, timeout=20, message="the disconnect counted"
+            )
+            output = server.output()
+            assert "client-output-buffer-limit" in output and "Lost for the sockets of this process" in output
+            # Subscribed again: the group's messages flow (what came before the marker is a prefix
+            # of the flood, or nothing: the rest was lost, as the log says).
+            assert numsub(fresh_redis, "flood") == 1
+            groups_marker = "after the flood"
+            client.publish("tests:flood", encode(groups_marker, frozenset()))
+            while True:
+                message = ws.recv(timeout=TIMEOUT)
+                if message == groups_marker:
+                    break
+                assert message == "x" * 100_000
+            # A Redis restart is told apart: reconnected, but not counted as a disconnect.
+            reconnects = stats(server)["subscriber_reconnects"]
+            fresh_redis.restart()
+            wait_until(lambda: stats(server)["subscriber_reconnects"] == reconnects + 1, message="the restart seen")
+            wait_until(lambda: "Redis restarted or failed over" in server.output(), message="the restart logged")
+            assert stats(server)["subscriber_disconnects"] == 1
+    finally:
+        server.stop()
+    assert "Traceback" not in server.output(), server.output()
 
 
 # --- Redis faults ------------------------------------------------------------------------------

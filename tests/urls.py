@@ -49,6 +49,9 @@ urlpatterns += [
     path("groups/send", group_views.send),
     path("groups/members", group_views.members),
     path("groups/backend", group_views.backend),
+    path("groups/presence", group_views.presence),
+    path("groups/stats", group_views.stats),
+    path("groups/amember", group_views.async_member),
 ]
 
 # Slow clients, floods, races and the teardown (tests/test_soundness.py).

@@ -8,10 +8,12 @@ handler, a management command, a task queue worker) then sends to every member::
 
     groups.send("room:42", "hello")            # str: a text message, bytes: binary
     groups.send_json("room:42", {"n": 1}, exclude=request.websocket)
+    groups.count("room:42"), groups.members("room:42")   # who is in the room
 
 Sending never waits for a client: each member socket has a bounded queue and a sender thread.
 The backend (``WEBSOCKET_GROUPS["BACKEND"]``) decides how far a message goes: the sockets of
-this process (in-memory, the default) or of every process on one Redis server (Redis).
+this process (in-memory, the default) or of every process on one Redis server or one Redis
+Cluster.
 """
 
 from __future__ import annotations
@@ -28,23 +30,32 @@ from django.utils.module_loading import import_string
 
 from ..conf import DEFAULTS, settings
 from ..websocket import WebSocket
-from .base import BackendUnavailable, BaseGroupBackend, Member, validate_group
+from .base import BackendUnavailable, Member, validate_group
 
 if TYPE_CHECKING:
     from typing import Protocol
 
-    class _Joining(Member, Protocol):
+    from ..types import AsyncWebSocketConnection, Sendable, WebSocketConnection
+    from .base import BaseGroupBackend
+
+    class _Joining(Protocol):
         # The self of the mixins' methods: a connection combined with a mixin.
+        id: str
         _group_backend: BaseGroupBackend | None
+        _user_id_of: Any
+
+        def _user_id(self) -> Any: ...
 
         def _ensure_accepted(self) -> None: ...
 
-    class _AsyncJoining(Member, Protocol):
+    class _AsyncJoining(Protocol):
+        id: str
         _group_backend: BaseGroupBackend | None
+        _user_id_of: Any
+
+        def _user_id(self) -> Any: ...
 
         async def _ensure_accepted(self) -> None: ...
-
-    from ..types import AsyncWebSocketConnection, Sendable, WebSocketConnection
 
     #: What ``exclude`` of :func:`send` takes: a socket or its id, or an iterable of them.
     Exclude: TypeAlias = (
@@ -55,6 +66,9 @@ if TYPE_CHECKING:
 __all__ = [
     "send",
     "send_json",
+    "count",
+    "members",
+    "Member",
     "get_backend",
     "GroupsMixin",
     "AsyncGroupsMixin",
@@ -62,11 +76,11 @@ __all__ = [
     "BackendUnavailable",
 ]
 
-_backend: BaseGroupBackend | None = None
+_backend = None
 _backend_lock = threading.Lock()
 
 
-def _config() -> tuple[type[BaseGroupBackend], dict[str, Any]]:
+def _config():
     config = {**DEFAULTS["WEBSOCKET_GROUPS"], **settings.WEBSOCKET_GROUPS}
     try:
         cls = import_string(config["BACKEND"])
@@ -102,10 +116,10 @@ def get_backend() -> BaseGroupBackend:
                 backend.close()
             # After a fork the parent's backend is left alone: its threads did not follow.
             backend = _backend = cls(config)
-    return backend
+    return backend  # type: ignore[no-any-return]  # until groups/base.py is typed
 
 
-def _exclude_ids(exclude: Any) -> frozenset[str]:  # an Exclude
+def _exclude_ids(exclude):
     if exclude is None:
         return frozenset()
     if isinstance(exclude, (str, GroupsMixin)):
@@ -137,12 +151,40 @@ def send_json(
     send(group, json.dumps(data, cls=cls or DjangoJSONEncoder, **kwargs), exclude=exclude)
 
 
+def count(group: str) -> int:
+    """How many sockets are in ``group``: in this process on the in-memory backend, in every
+    process on Redis. Raises :class:`BackendUnavailable` when Redis cannot answer."""
+    validate_group(group)
+    return get_backend().count(group)  # type: ignore[no-any-return]  # until groups/base.py is typed
+
+
+def members(group: str) -> list[Member]:
+    """The sockets in ``group``, as a list of :class:`Member` (``.user_id``, ``.info``, ``.id``,
+    ``.joined_at``) in the order they joined: in this process on the in-memory backend, in every
+    process on Redis. Raises :class:`BackendUnavailable` when Redis cannot answer."""
+    validate_group(group)
+    return get_backend().members(group)  # type: ignore[no-any-return]  # until groups/base.py is typed
+
+
+def _json_copy(info):
+    # What JSON gives back, whichever the backend: a member's info reads the same in memory and
+    # from Redis, and later changes to the caller's object do not show.
+    if info is None or isinstance(info, (str, int, float, bool)):
+        return info
+    try:
+        return json.loads(json.dumps(info, cls=DjangoJSONEncoder))
+    except TypeError as exc:
+        raise TypeError(f"a group member's info must be JSON-serialisable: {exc}") from None
+
+
 class GroupsMixin:
     """Gives a :class:`~django_websocket.websocket.WebSocket` ``join``, ``leave``, ``groups``
     and an ``id`` unique across processes (what ``exclude`` matches).
 
     A class combining it with :class:`~django_websocket.websocket.WebSocket` declares the slots
-    ``id`` and ``_group_backend`` (a mixin with slots of its own could not be combined with it).
+    ``id``, ``_group_backend`` and ``_user_id_of`` (a mixin with slots of its own could not be
+    combined with it). ``_user_id_of`` is a function giving the id of the request's user, set by
+    the Django layer that made the socket (:mod:`django_websocket.handler`), or None.
     """
 
     __slots__ = ()
@@ -150,26 +192,36 @@ class GroupsMixin:
     # The slots of the class combining the mixin with a connection (see above).
     id: str
     _group_backend: BaseGroupBackend | None
+    _user_id_of: Any
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.id = uuid.uuid4().hex  # type: ignore[misc]  # a slot of the combining class
         self._group_backend = None  # type: ignore[misc]
+        self._user_id_of = None
 
-    def join(self: _Joining, group: str) -> None:
+    def _user_id(self) -> Any:
+        user_id_of = self._user_id_of
+        return user_id_of() if user_id_of is not None else None
+
+    def join(self: _Joining, group: str, info: Any = None) -> None:
         """Put this socket in ``group``, then accept the connection if it was not yet.
 
-        The membership is in place (with Redis: the subscription too) before the ``101`` goes
-        out, so a client that sees its connection open gets every group message sent after,
-        when the view joins before it first sends or waits.
+        ``info`` is JSON data that :func:`members` tells with the socket (a name, a status);
+        joining a group again replaces it. The socket's user (``request.user.pk``, if logged
+        in) is recorded too. The membership is in place (with Redis: the subscription too)
+        before the ``101`` goes out, so a client that sees its connection open gets every group
+        message sent after, when the view joins before it first sends or waits.
         """
+        info = _json_copy(info)
         backend = get_backend()
         self._group_backend = backend
-        backend.join(group, self)
+        backend.join(group, self, info=info, user_id=self._user_id())
         self._ensure_accepted()
 
     def leave(self: _Joining, group: str) -> None:
-        """Take this socket out of ``group``; leaving a group it is not in does nothing."""
+        """Take this socket out of ``group``; leaving a group it is not in does nothing. With
+        Redis, returns once the other processes' :func:`members` no longer tell it (bounded)."""
         if self._group_backend is not None:
             self._group_backend.leave(group, self)
 
@@ -178,7 +230,7 @@ class GroupsMixin:
         """The groups this socket is in."""
         if self._group_backend is None:
             return frozenset()
-        return self._group_backend.groups_of(self)
+        return self._group_backend.groups_of(self)  # type: ignore[no-any-return]  # until groups/base.py is typed
 
 
 class AsyncGroupsMixin(GroupsMixin):
@@ -187,23 +239,31 @@ class AsyncGroupsMixin(GroupsMixin):
 
     __slots__ = ()
 
-    # (The ignores: join and leave are coroutines here, and plain methods in GroupsMixin.)
-    async def join(self: _AsyncJoining, group: str) -> None:  # type: ignore[override]
+    async def join(self: _AsyncJoining, group: str, info: Any = None) -> None:  # type: ignore[override]
         """Put this socket in ``group``, then accept the connection if it was not yet."""
         import asyncio
+        import functools
 
+        from asgiref.sync import sync_to_async
+
+        info = _json_copy(info)
+        # request.user may query the database: in Django's thread for such work.
+        user_id = await sync_to_async(self._user_id)() if self._user_id_of is not None else None
         backend = get_backend()
         self._group_backend = backend
-        await asyncio.get_running_loop().run_in_executor(None, backend.join, group, self)
+        join = functools.partial(backend.join, group, self, info=info, user_id=user_id)
+        await asyncio.get_running_loop().run_in_executor(None, join)
         await self._ensure_accepted()
 
     async def leave(self: _AsyncJoining, group: str) -> None:  # type: ignore[override]
         """Take this socket out of ``group``; leaving a group it is not in does nothing."""
+        import asyncio
+
         if self._group_backend is not None:
-            self._group_backend.leave(group, self)
+            await asyncio.get_running_loop().run_in_executor(None, self._group_backend.leave, group, self)
 
 
 class GroupWebSocket(GroupsMixin, WebSocket):
     """A :class:`~django_websocket.websocket.WebSocket` that can join groups."""
 
-    __slots__ = ("id", "_group_backend")
+    __slots__ = ("id", "_group_backend", "_user_id_of")

@@ -1,28 +1,25 @@
 """What every group backend shares: the sockets of this process that joined groups, and their
 outgoing queues.
 
-A backend carries a group message to every process that may hold members (the in-memory backend:
-only this one; Redis: all of them), and each process then hands it to its own members with
+A backend carries a group message to every process that holds members (the in-memory backend:
+only this one; Redis: those subscribed to the group), and each process then hands it to its own members with
 :meth:`BaseGroupBackend.deliver`. Delivery never blocks the sender: each member socket has a
 bounded :class:`Outbox` emptied by a sender thread of its own (a greenlet under gevent's
 monkey-patching), which writes through the socket's thread-safe ``send``. A socket whose outbox
 overflows cannot keep up; it is closed with 1008 instead of letting memory grow.
 """
 
-from __future__ import annotations
-
 import collections
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, NamedTuple
 
 from ..exceptions import ConnectionClosed, WebSocketError
 from ..frames import CloseCode
 
-__all__ = ["BaseGroupBackend", "BackendUnavailable", "Outbox", "validate_group", "Member"]
+__all__ = ["BaseGroupBackend", "BackendUnavailable", "Member", "Outbox", "validate_group"]
 
 logger = logging.getLogger("django_websocket.groups")
 
@@ -37,29 +34,23 @@ class BackendUnavailable(WebSocketError):
     """
 
 
-class Member(Protocol):
-    """What a backend needs of a socket that joins a group (the connections of
-    :mod:`django_websocket.groups`: any of them has these). Its thread-safe ``_send_threadsafe``
-    (an async connection's) or ``send`` carries the messages."""
+class Member(NamedTuple):
+    """A socket in a group, as :func:`~django_websocket.groups.members` tells it.
 
-    @property
-    def id(self) -> str: ...
+    ``id`` is the socket's :attr:`~django_websocket.groups.GroupsMixin.id`; ``user_id`` the
+    primary key of its request's user (``request.user.pk``, a ``str`` unless it is an ``int``)
+    when the user was authenticated at join time, else ``None``; ``info`` what the view gave
+    ``join(group, info=...)`` (JSON data: as JSON gives it back); ``joined_at`` when it joined
+    (``time.time()`` of the joining process).
+    """
 
-    @property
-    def closed(self) -> bool: ...
-
-    @property
-    def close_code(self) -> int | None: ...
-
-    @property
-    def close_reason(self) -> str: ...
-
-    def add_close_callback(self, callback: Callable[[Any], object]) -> None: ...
-
-    def fail(self, code: int, reason: str = "") -> None: ...
+    id: str
+    user_id: Any
+    info: Any
+    joined_at: float
 
 
-def validate_group(group: object) -> str:
+def validate_group(group):
     if not isinstance(group, str):
         raise TypeError(f"a group name must be a str, not {type(group).__name__}")
     if not 0 < len(group) <= MAX_GROUP_NAME:
@@ -74,12 +65,12 @@ class Outbox:
     queue is dropped and the connection failed with 1008 (``fail`` never waits for the socket).
     """
 
-    def __init__(self, websocket: Member, limit: int, on_done: Callable[[Member], object]) -> None:
+    def __init__(self, websocket, limit, on_done):
         self.websocket = websocket
         self.limit = limit
-        self.groups: set[str] = set()  # guarded by the backend's lock
+        self.groups = set()  # guarded by the backend's lock
         self._on_done = on_done  # called once the outbox is finished, to drop the membership
-        self._queue: collections.deque[str | bytes] = collections.deque()
+        self._queue = collections.deque()
         self._ready = threading.Condition(threading.Lock())
         self._finished = False
         self._thread = threading.Thread(
@@ -87,7 +78,7 @@ class Outbox:
         )
         self._thread.start()
 
-    def put(self, message: str | bytes) -> bool:
+    def put(self, message):
         """Queue ``message``; False if the outbox is finished or just overflowed."""
         with self._ready:
             if self._finished:
@@ -108,7 +99,7 @@ class Outbox:
         self._fail("too slow for group messages")
         return False
 
-    def finish(self) -> None:
+    def finish(self):
         """Stop sending (the socket closed or was discarded); queued messages are dropped."""
         with self._ready:
             self._finished = True
@@ -119,21 +110,19 @@ class Outbox:
         # all wait for the GIL at once and slow that thread down several times over.
         time.sleep(0)
 
-    def __len__(self) -> int:
+    def __len__(self):
         return len(self._queue)
 
-    def _fail(self, reason: str) -> None:
+    def _fail(self, reason):
         try:
             self.websocket.fail(CloseCode.POLICY_VIOLATION, reason)
         except Exception:  # the connection may already be gone in any way: nothing left to do
             logger.debug("Failing slow WebSocket %s", self.websocket.id, exc_info=True)
 
-    def _run(self) -> None:
+    def _run(self):
         websocket = self.websocket
         # The thread-safe send of an async connection (whose send() is a coroutine).
-        send: Callable[[str | bytes], object] = (
-            getattr(websocket, "_send_threadsafe", None) or websocket.send  # type: ignore[attr-defined]
-        )
+        send = getattr(websocket, "_send_threadsafe", None) or websocket.send
         while True:
             with self._ready:
                 while not self._queue and not self._finished:
@@ -164,9 +153,9 @@ class _Members:
 
     __slots__ = ("outboxes", "snapshot")
 
-    def __init__(self) -> None:
-        self.outboxes: dict[Outbox, None] = {}
-        self.snapshot: tuple[Outbox, ...] | None = ()
+    def __init__(self):
+        self.outboxes = {}
+        self.snapshot = ()
 
 
 class BaseGroupBackend:
@@ -175,24 +164,35 @@ class BaseGroupBackend:
     ``config`` is the ``WEBSOCKET_GROUPS`` setting merged with the defaults.
     """
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config):
         self.config = config
         self.pid = os.getpid()
         self._lock = threading.Lock()
-        self._groups: dict[str, _Members] = {}  # group -> _Members, while the group has members here
-        self._outboxes: dict[Member, Outbox] = {}  # websocket -> Outbox
+        self._groups = {}  # group -> _Members, while the group has members here
+        self._outboxes = {}  # websocket -> Outbox
+        # group -> {socket id: Member}, beside _groups: who is in each group (presence).
+        self._present = {}
 
     # --- membership (called through request.websocket.join / leave) -------------------------
 
-    def join(self, group: str, websocket: Member) -> None:
+    def join(self, group, websocket, info=None, user_id=None):
+        """Put ``websocket`` in ``group``; again, it only replaces the member's ``info``.
+
+        ``info`` is JSON data (as JSON gives it back: the caller copies it so), ``user_id``
+        the primary key of the socket's user, or None. Returns once the backend carries the
+        group's messages to this process, within the backend's bounds (see :meth:`_settle`).
+        """
         validate_group(group)
+        ticket = None
         with self._lock:
             outbox = self._outboxes.get(websocket)
             first = outbox is None
-            if outbox is None:
+            if first:
                 # Read at call time, like every setting.
                 outbox = Outbox(websocket, self.config["QUEUE_SIZE"], self.discard)
                 self._outboxes[websocket] = outbox
+            present = self._present.get(group)
+            previous = present.get(websocket.id) if present is not None else None
             if group not in outbox.groups:
                 outbox.groups.add(group)
                 members = self._groups.get(group)
@@ -200,24 +200,33 @@ class BaseGroupBackend:
                     members = self._groups[group] = _Members()
                 members.outboxes[outbox] = None
                 members.snapshot = None
+            if previous is None or previous.info != info or previous.user_id != user_id:
+                if present is None:
+                    present = self._present[group] = {}
+                joined_at = previous.joined_at if previous is not None else time.time()
+                member = present[websocket.id] = Member(websocket.id, user_id, info, joined_at)
+                ticket = self._member_joined(group, member, len(present) == 1 and previous is None)
         if first:
             websocket.add_close_callback(self.discard)
         if websocket.closed:
             # It closed meanwhile: its close callbacks may already have run.
             self.discard(websocket)
             raise ConnectionClosed(websocket.close_code, websocket.close_reason)
-        self.joined(group)
+        self._settle(group, ticket)
 
-    def leave(self, group: str, websocket: Member) -> None:
+    def leave(self, group, websocket):
+        """Take ``websocket`` out of ``group``; returns once the backend took note (bounded)."""
         with self._lock:
             outbox = self._outboxes.get(websocket)
             if outbox is None or group not in outbox.groups:
                 return
             outbox.groups.discard(group)
-            self._remove(group, outbox)
+            ticket = self._remove(group, outbox)
+        self._settle(None, ticket)
 
-    def discard(self, websocket: Member) -> None:
-        """End every membership of ``websocket`` and stop its sender (it closed)."""
+    def discard(self, websocket):
+        """End every membership of ``websocket`` and stop its sender (it closed). Never waits
+        for the backend: it runs in whatever thread saw the connection end."""
         with self._lock:
             outbox = self._outboxes.pop(websocket, None)
             if outbox is None:
@@ -227,34 +236,75 @@ class BaseGroupBackend:
             outbox.groups = set()
         outbox.finish()
 
-    def _remove(self, group: str, outbox: Outbox) -> None:
+    def _remove(self, group, outbox):
         members = self._groups.get(group)
         if members is None:
-            return
+            return None
         members.outboxes.pop(outbox, None)
         members.snapshot = None
         if not members.outboxes:
             del self._groups[group]
+        present = self._present.get(group)
+        if present is None or present.pop(outbox.websocket.id, None) is None:
+            return None
+        if not present:
+            del self._present[group]
+        return self._member_left(group, outbox.websocket.id, not present)
 
-    def groups_of(self, websocket: Member) -> frozenset[str]:
+    # Hooks of the backends that tell others about this process's members (Redis). Both run
+    # under the backend's lock, in the order of the changes, so they must only take note (no
+    # I/O); what they return is handed to _settle once the lock is released.
+
+    def _member_joined(self, group, member, first):
+        """``member`` joined ``group`` (or changed its info); ``first``: the group's first
+        member in this process."""
+        return None
+
+    def _member_left(self, group, member_id, last):
+        """The socket ``member_id`` left ``group``; ``last``: no member of it is left here."""
+        return None
+
+    def _settle(self, group, ticket):
+        """After a join (``group``) or a leave (``None``) of the calling thread: wait until the
+        backend has acted on ``ticket``, within its bounds. In memory: nothing to wait for."""
+
+    def groups_of(self, websocket):
         with self._lock:
             outbox = self._outboxes.get(websocket)
             return frozenset(outbox.groups) if outbox is not None else frozenset()
 
-    def local_members(self, group: str) -> int:
+    def local_members(self, group):
         """How many sockets of this process are in ``group``."""
         members = self._groups.get(group)
         return len(members.outboxes) if members is not None else 0
 
+    def count(self, group):
+        """How many sockets are in ``group``, in every process the backend reaches (in memory:
+        this one)."""
+        present = self._present.get(group)
+        return len(present) if present is not None else 0
+
+    def members(self, group):
+        """The :class:`Member` of each socket in ``group``, in every process the backend
+        reaches (in memory: this one), in the order they joined."""
+        with self._lock:
+            present = self._present.get(group)
+            return list(present.values()) if present is not None else []
+
+    def local_presence(self):
+        """``{group: [Member, ...]}`` of this process: a copy, taken at once."""
+        with self._lock:
+            return {group: list(present.values()) for group, present in self._present.items()}
+
     # --- sending ------------------------------------------------------------------------------
 
-    def send(self, group: str, message: str | bytes, exclude: frozenset[str] = frozenset()) -> None:
+    def send(self, group, message, exclude=frozenset()):
         """Send ``message`` (str or bytes) to every member of ``group``, in any process the
         backend reaches, except the sockets whose ids are in ``exclude``. Never blocks on a
         client; raises :class:`BackendUnavailable` when the message cannot be carried."""
         raise NotImplementedError
 
-    def deliver(self, group: str, message: str | bytes, exclude: frozenset[str] = frozenset()) -> int:
+    def deliver(self, group, message, exclude=frozenset()):
         """Queue ``message`` for this process's members of ``group``; returns how many."""
         members = self._groups.get(group)
         if members is None:
@@ -275,15 +325,12 @@ class BaseGroupBackend:
 
     # --- life cycle ---------------------------------------------------------------------------
 
-    def joined(self, group: str) -> None:
-        """Called after a socket of this process joined ``group`` (the Redis backend starts its
-        listener on the first join)."""
-
-    def close(self) -> None:
+    def close(self):
         """Drop every membership and stop the backend's threads (settings changed, tests)."""
         with self._lock:
             outboxes = list(self._outboxes.values())
             self._outboxes.clear()
             self._groups.clear()
+            self._present.clear()
         for outbox in outboxes:
             outbox.finish()

@@ -11,5 +11,9 @@ __all__ = ["MemoryGroupBackend"]
 
 
 class MemoryGroupBackend(BaseGroupBackend):
-    def send(self, group: str, message: str | bytes, exclude: frozenset[str] = frozenset()) -> None:
+    """``WEBSOCKET_GROUPS = {"BACKEND": "django_websocket.groups.memory.MemoryGroupBackend"}``
+    (the default): the sockets of this process; :func:`~django_websocket.groups.count` and
+    :func:`~django_websocket.groups.members` tell this process's."""
+
+    def send(self, group, message, exclude=frozenset()):
         self.deliver(group, message, exclude)

@@ -57,3 +57,13 @@ class ChatTests(TestCase):
             self.assertEqual(ws.user, "ada")
             ws.send("x" * 600)
             self.assertEqual(ws.receive_json()["text"], "x" * 500)  # cut to MAX_LENGTH
+
+    def test_who_is_in_the_room(self):
+        self.assertEqual(self.client.get("/chat/quiet/members/").json(), {"members": []})
+        client = Client()
+        client.force_login(User.objects.create_user("grace"))
+        with self.enter("quiet", client) as grace, self.enter("quiet") as other:
+            self.assertEqual(self.client.get("/chat/quiet/members/").json(), {"members": ["grace", other.user]})
+            self.assertEqual(grace.receive_json(), {"type": "joined", "user": other.user})
+        # Both gone: each left the room before its socket closed.
+        self.assertEqual(self.client.get("/chat/quiet/members/").json(), {"members": []})

@@ -1,17 +1,20 @@
 """Chat rooms: every message goes to everyone in the room, through a group.
 
 The room page and its socket share one URL (``/chat/<room>/``). The view puts the socket in the
-group ``chat:<room>`` and sends each message it receives to that group: a member's socket gets the
-message from its own sender thread, whatever its view is doing, so the view just loops over its
-socket. On the in-memory backend (the default) a room spans the sockets of one process, which
-is all of ``runserver``; with the Redis backend (``REDIS_URL``, see the project's settings) a
-room spans every worker and host.
+group ``chat:<room>``, with the user's name as its presence info, and sends each message it
+receives to that group: a member's socket gets the message from its own sender thread, whatever
+its view is doing, so the view just loops over its socket. Who is in the room is the group's
+members (``/chat/<room>/members/``, which the page asks again whenever someone comes or goes).
+On the in-memory backend (the default) a room spans the sockets of one process, which is all of
+``runserver``; with the Redis backend (``REDIS_URL``, see the project's settings) a room spans
+every worker and host.
 """
 
 import json
 import logging
 import random
 
+from django.http import JsonResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.utils.text import slugify
@@ -51,9 +54,20 @@ def room(request, room):
     chat(request.websocket, f"chat:{room}", display_name(request))
 
 
+def members(request, room):
+    """Who is in the room, as JSON: ``{"members": ["ada", "anonymous-123", ...]}``, in the order
+    they came (a user with two tabs open is there twice)."""
+    try:
+        found = groups.members(f"chat:{room}")
+    except groups.BackendUnavailable:
+        return JsonResponse({"error": "The chat is unavailable."}, status=503)
+    return JsonResponse({"members": [member.info["name"] for member in found]})
+
+
 # chat-start
 def chat(websocket, group, name):
-    websocket.join(group)  # membership ends by itself when the socket closes
+    # The membership ends by itself when the socket closes; its info is what members() tell.
+    websocket.join(group, info={"name": name})
     websocket.send(json.dumps({"type": "welcome", "user": name}))
     announce(group, {"type": "joined", "user": name}, exclude=websocket)
     try:
@@ -68,6 +82,8 @@ def chat(websocket, group, name):
                 error = {"type": "error", "text": "Not delivered: the chat is unavailable, try again."}
                 websocket.send(json.dumps(error))
     finally:
+        # Out of the room before saying so: whoever asks who is in it then no longer sees us.
+        websocket.leave(group)
         announce(group, {"type": "left", "user": name})
 
 
