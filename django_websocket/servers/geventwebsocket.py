@@ -68,6 +68,7 @@ class GeventWebSocketAdapter:
             lambda: _take_over(theirs),
             accepted=True,
             wait_readable=_gevent.ReadableWaiter().wait,
+            writable_now=_gevent.writable_now,
             lock=_gevent.WriteLock,
         )
         environ[ENVIRON_KEY] = handover
