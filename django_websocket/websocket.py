@@ -49,7 +49,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast, overload
 
 from . import deflate
 from .exceptions import ConnectionClosed, InvalidState, ProtocolError, WebSocketError
@@ -154,6 +154,9 @@ def close_all(
     return len(connections)
 
 
+# A send that takes only what fits at once, whatever the socket's blocking mode (where the
+# platform has it; elsewhere writable_now() alone keeps _send_now from waiting long).
+_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 _POLL_IN = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP
 _POLL_OUT = select.POLLOUT | select.POLLERR | select.POLLHUP
 # Captured now, before any monkey-patching by a server that patches later (it passes its own).
@@ -561,6 +564,55 @@ class WebSocket:
                 return False
             self._queue_out(serialize_frame(Opcode.PING, b"keepalive"))
         self._flush(blocking=False)
+        return True
+
+    def _send_now(self, message: str | bytes) -> bool:
+        """Send a data frame of ``message`` only if it goes out at once, never blocking: for a
+        group's delivery, which must not wait for one client.
+
+        False, with nothing framed, unless the connection is open, the write lock is free, no
+        frame waits in ``_out`` (it would be overtaken) and the socket takes bytes now; False
+        too when the write shows the client gone (the connection ends). True once the frame went
+        to the socket: whole, or in part with the rest left at the front of ``_out``. That rest
+        is then for the caller to get written, with ``_flush(blocking=True)`` from a thread that
+        may wait (a view's own ``send`` would write it first, but a view that only reads never
+        writes). Only on a plain socket: a TLS one may need to read, or to wait, to write at all.
+        """
+        if self._state is not OPEN or self._out or type(self._sock) is not socket.socket:
+            return False
+        if not self._write_lock.acquire(blocking=False):
+            return False
+        taken = False
+        try:
+            # Under the lock: another writer may have left frames in _out, or ended the connection.
+            if self._state is OPEN and not self._out and self._handover.writable_now(self._sock):
+                taken = self._send_framed_now(message)
+        finally:
+            self._write_lock.release()
+        if self._out and self._state is not CLOSED:
+            self._flush(blocking=False)  # frames queued while we held the lock, or our rest
+        return taken
+
+    def _send_framed_now(self, message: str | bytes) -> bool:
+        # The write lock is held and the socket, a plain one, is writable.
+        try:
+            data = self._proto.send(message)
+        except ConnectionClosed:
+            return False
+        # Framed (with permessage-deflate, the compressor moved on): from here the frame must go
+        # out whole, now or later. MSG_DONTWAIT: even a socket in blocking mode (no send timeout)
+        # takes only what fits at once, and writable_now() said something does.
+        sock = cast(socket.socket, self._sock)
+        try:
+            sent = sock.send(data, _DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self._end("the client went away", clean=False)
+            return False
+        if sent < len(data):
+            with self._state_lock:
+                self._out = [data[sent:], *(self._out or ())]
         return True
 
     def _write(self, data: bytes) -> None:
