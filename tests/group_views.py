@@ -15,8 +15,11 @@ def member(request):
     through the socket's own send path:
 
     ``{"send": group, "message": str, "binary": bool, "exclude_self": bool, "ack": bool}``,
-    ``{"send_json": group, "data": ...}``, ``{"join": group, "info": ...}``, ``{"leave": group}``
-    (these two answer ``{"groups": [...]}``). A failed send answers ``{"error": ..., "type": ...}``.
+    ``{"send_json": group, "data": ...}``, ``{"join": group, "info": ...}``, ``{"leave": group}`` (these two
+    answer ``{"groups": [...]}``), ``{"configure": group, "slow_consumer": ..., "queue_size": ...}``
+    (answers ``{"configured": group}``), ``{"flood": group, "size": int, "then": int}`` (see
+    :func:`flood`; answers ``{"sent": n}``), ``{"stats": true}`` (answers ``groups.stats()``).
+    A failed send answers ``{"error": ..., "type": ...}``.
     """
     ws = request.websocket
     info = json.loads(request.GET["info"]) if "info" in request.GET else None
@@ -41,8 +44,34 @@ def member(request):
             elif "leave" in command:
                 ws.leave(command["leave"])
                 ws.send(json.dumps({"groups": sorted(ws.groups)}))
+            elif "configure" in command:
+                options = {key: command[key] for key in ("slow_consumer", "queue_size") if key in command}
+                groups.configure(command["configure"], **options)
+                ws.send(json.dumps({"configured": command["configure"]}))
+            elif "flood" in command:
+                sent = flood(command["flood"], command.get("size", 65536), command.get("then", 0))
+                ws.send(json.dumps({"sent": sent}))
+            elif "stats" in command:
+                ws.send(json.dumps(groups.stats()))
         except groups.BackendUnavailable as exc:
             ws.send(json.dumps({"error": str(exc), "type": type(exc).__name__}))
+
+
+def flood(group, size, then, limit=5000):
+    """Send ``group`` the messages ``"0:xxx…"``, ``"1:xxx…"`` (``size`` bytes of padding) until one
+    of its members is behind (its socket took no more at once), then ``then`` more, without
+    waiting in between; returns how many were sent."""
+    padding = "x" * size
+    sent = 0
+    while not groups.stats()["groups"][group]["behind"]:
+        if sent == limit:
+            raise AssertionError(f"no member of {group!r} fell behind after {limit} messages")
+        groups.send(group, f"{sent}:{padding}")
+        sent += 1
+    for _ in range(then):
+        groups.send(group, f"{sent}:{padding}")
+        sent += 1
+    return sent
 
 
 def send(request):
