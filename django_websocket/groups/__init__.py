@@ -214,7 +214,7 @@ def stats() -> dict[str, Any]:
     dropped; ``closed_slow``: sockets closed with 1008 for being too slow; ``members``: sockets
     in groups (in the totals: sockets in any group); ``queued``: messages waiting now;
     ``behind``: sockets with messages waiting now. A group is listed while it has members in
-    this process, and once more after its last member left; the totals keep everything.
+    this process, and for a minute or more after its last member left; the totals keep all.
     """
     return get_backend().stats()  # type: ignore[no-any-return]  # until groups/base.py is typed
 

@@ -168,7 +168,10 @@ def _options_of(group):
 class _Counters:
     """What happened to one group's messages in this process (or, for the totals, to all)."""
 
-    __slots__ = ("delivered", "dropped_oldest", "dropped_new", "closed_slow", "totals", "lock", "logged_at", "unlogged")
+    __slots__ = (
+        "delivered", "dropped_oldest", "dropped_new", "closed_slow", "totals", "lock", "logged_at", "unlogged",
+        "empty_since",
+    )  # fmt: skip
 
     def __init__(self, lock, totals=None):
         self.delivered = self.dropped_oldest = self.dropped_new = self.closed_slow = 0
@@ -176,6 +179,7 @@ class _Counters:
         self.lock = lock  # the backend's: counters of several groups change together
         self.logged_at = None  # time.monotonic() of the last log line about this group's drops
         self.unlogged = None  # [dropped_oldest, dropped_new, closed_slow] since that line
+        self.empty_since = None  # time.monotonic() the group was first seen without members here
 
     def count_delivered(self):
         # A sender thread wrote one queued message.
@@ -687,12 +691,26 @@ class BaseGroupBackend:
                     counters = self._counters[group] = _Counters(self._counters_lock, self._totals)
         return counters
 
-    def _forget_counters_locked(self):
-        # The counters of groups without members here go (their counts stay in the totals), and
-        # the bound doubles past what is left, so that this costs O(1) per group over time.
-        groups = self._groups
-        self._counters = {group: c for group, c in self._counters.items() if group in groups}
-        self._counters_bound = max(1024, 2 * len(self._counters))
+    #: Seconds the counters of a group are kept after it was first seen without members here.
+    counters_kept_for = 60.0
+
+    def _forget_counters_locked(self, members=None):
+        # Forget the counters of the groups that have had no members here for a while (their
+        # counts stay in the totals); the bound doubles past what is left, so that this costs
+        # O(1) per group over time.
+        members = self._groups if members is None else members
+        now = time.monotonic()
+        kept = {}
+        for group, counters in self._counters.items():
+            if group in members:
+                counters.empty_since = None
+            elif counters.empty_since is None:
+                counters.empty_since = now
+            elif now - counters.empty_since > self.counters_kept_for:
+                continue
+            kept[group] = counters
+        self._counters = kept
+        self._counters_bound = max(1024, 2 * len(kept))
 
     def _count(self, group, counters, policy, tally):
         sent, _, dropped_oldest, dropped_new, closed, _ = tally  # in the order of SENT, QUEUED, ...
@@ -759,13 +777,9 @@ class BaseGroupBackend:
                         queued[group] = queued.get(group, 0) + len(pending.messages)
             if outbox._sender or queues is not None:
                 behind.add(outbox)
-        groups = {}
         with self._counters_lock:
-            for group, counters in list(self._counters.items()):
-                groups[group] = counters.as_dict()
-                if group not in memberships:
-                    # Reported once more after its last member left, then forgotten.
-                    del self._counters[group]
+            self._forget_counters_locked(memberships)
+            groups = {group: counters.as_dict() for group, counters in self._counters.items()}
             total = self._totals.as_dict()
         for group in memberships:
             groups.setdefault(group, {"delivered": 0, "dropped_oldest": 0, "dropped_new": 0, "closed_slow": 0})
