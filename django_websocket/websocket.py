@@ -668,33 +668,43 @@ class WebSocket:
                 self._write_lock.acquire()
             elif not self._write_lock.acquire(blocking=False):
                 return False
+            taken = True
             try:
                 if blocking:
                     self._write_out()
                 elif self._out and self._state is not CLOSED:
-                    self._write_now()
+                    taken = self._write_now()
                 self._check_done()
             finally:
                 self._write_lock.release()
             # A frame queued by another thread between our last look and the release, which
-            # that thread could not write because we held the lock.
-            if not self._out or self._state is CLOSED:
+            # that thread could not write because we held the lock. Unless the socket just took
+            # less than it was given: trying again at once would spin until the client reads.
+            if not self._out or self._state is CLOSED or not taken:
                 return True
             blocking = False
 
     def _write_now(self) -> None:
         # Write lock held; write what the socket takes without waiting, keep the rest queued.
+        # Returns whether the socket took everything.
         if not self._handover.writable_now(self._sock):
-            return
+            return False
         data = self._take_out()
+        sock = self._sock
         try:
-            sent = self._sock.send(data)
+            # MSG_DONTWAIT: a plain socket in blocking mode (no send timeout) would otherwise
+            # wait until it took all (a TLS socket takes no flags).
+            sent = sock.send(data, _DONTWAIT) if type(sock) is socket.socket else sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
         except OSError:
             self._end("the client went away", clean=False)
-            return
+            return True
         if sent < len(data):
             with self._state_lock:
                 self._out = [bytes(memoryview(data)[sent:]), *(self._out or ())]
+            return False
+        return True
 
     # --- receiving ----------------------------------------------------------------------------
 
