@@ -271,10 +271,12 @@ def test_a_burst_to_a_client_that_keeps_up_is_delivered_whole(thread_server):
     # A burst far beyond QUEUE_SIZE, sent in a tight loop, to a client that reads: each message
     # goes straight to the socket's buffers, nothing waits in the outbox, nothing is dropped.
     # (When every message went through a sender thread, such a burst overflowed the outbox and
-    # closed a healthy client with 1008.)
+    # closed a healthy client with 1008.) The view must be back in its wait() first: a member
+    # whose view is writing at that moment is behind, and the burst then overflows its queue.
     with override_settings(WEBSOCKET_GROUPS={"QUEUE_SIZE": 5}):
         server = thread_server()
         with member(server, ["burst"]) as ws:
+            time.sleep(0.2)
             start = time.monotonic()
             for i in range(2000):
                 groups.send("burst", f"m{i}")
@@ -378,6 +380,9 @@ def stalled_member(server, *names):
     client = RawClient(server.host, server.port, timeout=TIMEOUT)
     assert client.request(f"/groups/member?join={','.join(names)}")[0] == 101
     assert json.loads(client.recv_frame(TIMEOUT)[2])["joined"] == sorted(names)
+    # Let its view go back to reading: while it still holds the write lock of its hello, the
+    # first group message would find the member behind.
+    time.sleep(0.2)
     return client
 
 
@@ -405,7 +410,7 @@ def test_slow_consumer_policies(any_server, policy):
     group = unique(f"ticker-{policy}")
     with member(any_server) as control, stalled_member(any_server, group) as stalled:
         assert ask(control, configure=group, slow_consumer=policy, queue_size=QUEUE) == {"configured": group}
-        sent = ask(control, flood=group, then=QUEUE + EXTRA)["sent"]
+        sent = ask(control, flood=group, then=QUEUE + EXTRA, settle=0.3)["sent"]
         got, close_code = read_flood(stalled)
         # A sender thread counts a message once its write returned: maybe just after it arrived.
         deadline = time.monotonic() + TIMEOUT
@@ -426,15 +431,17 @@ def test_slow_consumer_policies(any_server, policy):
         assert close_code is None  # still open, still a member
         assert stats["members"] == 1 and stats["queued"] == 0 and stats["behind"] == 0
         assert stats["closed_slow"] == 0
-        assert len(missing) >= EXTRA - 1
+        # About EXTRA: a socket that stopped reading still takes a few more bytes now and then
+        # (the kernel compacts what it holds), so its sender may take a few more messages.
+        assert len(missing) >= EXTRA // 2
     if policy == "drop_oldest":
         # The newest QUEUE arrived; the missing ones are older.
         assert got[-QUEUE:] == list(range(sent - QUEUE, sent))
         assert stats["dropped_oldest"] == len(missing) and stats["dropped_new"] == 0
     elif policy == "drop_new":
-        # The oldest queued ones arrived, in one run from the start: what is missing is the end.
-        assert got == list(range(len(got)))
-        assert missing == list(range(len(got), sent))
+        # The newest were dropped, and the QUEUE before them (the queue was full) arrived.
+        assert missing[-1] == sent - 1
+        assert set(range(missing[0] - QUEUE, missing[0])) <= set(got)
         assert stats["dropped_new"] == len(missing) and stats["dropped_oldest"] == 0
 
 
@@ -447,8 +454,8 @@ def test_the_slow_consumer_policy_from_the_settings(thread_server, caplog):
         groups.configure(configured, slow_consumer="close")
         try:
             with member(server) as control, stalled_member(server, plain) as a, stalled_member(server, configured) as b:
-                sent_a = ask(control, flood=plain, then=QUEUE + EXTRA)["sent"]
-                sent_b = ask(control, flood=configured, then=QUEUE + EXTRA)["sent"]
+                sent_a = ask(control, flood=plain, then=QUEUE + EXTRA, settle=0.3)["sent"]
+                sent_b = ask(control, flood=configured, then=QUEUE + EXTRA, settle=0.3)["sent"]
                 got_a, code_a = read_flood(a)
                 got_b, code_b = read_flood(b)
                 stats = groups.stats()
@@ -496,6 +503,76 @@ def test_a_socket_in_groups_of_different_policies(thread_server):
     assert stats[chat]["dropped_oldest"] == stats[chat]["closed_slow"] == 0
     assert stats[ticker]["dropped_oldest"] == sent - len(got) > 0
     assert stats[ticker]["delivered"] + stats[chat]["delivered"] == len(got)
+
+
+def test_order_holds_while_a_member_catches_up(any_server):
+    # Messages keep coming while a member that fell behind reads its backlog: its socket turns
+    # writable while messages still wait in its queue, and a delivery then must still queue
+    # behind them rather than write at once. (Under gevent this is certain: the flood does not
+    # yield, so the member's sender cannot run while the socket drains.)
+    group = unique("catching-up")
+    with member(any_server) as control, stalled_member(any_server, group) as stalled:
+        ask(control, configure=group, queue_size=100_000)
+        sent = ask(control, flood=group)["sent"]
+        result = []
+        reader = threading.Thread(target=lambda: result.append(read_flood(stalled)), daemon=True)
+        reader.start()
+        for _ in range(20):
+            sent += ask(control, flood=group, size=4096, then=50, start=sent, until_behind=False)["sent"]
+        reader.join(60)
+        assert result, "the reader did not finish"
+        got, close_code = result[0]
+        ask(control, configure=group)
+    assert close_code is None
+    assert got == list(range(sent))
+
+
+def test_a_message_never_overtakes_one_queued_before_it(thread_server):
+    # The narrowest case, held open on purpose: the view is writing (the test holds its socket's
+    # write lock), so a message queues and a sender thread is started; the write ends, and the
+    # next message finds the socket free before that thread ran. It must queue all the same.
+    server = thread_server()
+    group = unique("overtake")
+    with member(server, [group]) as ws:
+        (connection,) = [o.websocket for o in groups.get_backend()._groups[group].outboxes]
+        for i in range(20):
+            connection._write_lock.acquire()
+            groups.send(group, f"{i}:first")
+            connection._write_lock.release()
+            groups.send(group, f"{i}:second")
+            assert [ws.recv(timeout=TIMEOUT), ws.recv(timeout=TIMEOUT)] == [f"{i}:first", f"{i}:second"]
+
+
+def test_a_full_socket_never_holds_up_a_thread_that_must_not_block():
+    # Frames for a client that stopped reading, once its socket's buffers are full and no
+    # thread is writing: a keepalive ping and a failure (the close policy's 1008) are queued,
+    # written only if the socket takes them at once, and the call returns; it used to try again
+    # and again until the client read. (The test client's socket pair frees no room by itself,
+    # as TCP now and then does.)
+    group = unique("full")
+    with WebSocketClient() as client:
+        assert client.connect(f"/groups/member?join={group}")[0]
+        assert client.receive_json()["joined"] == [group]
+        time.sleep(0.2)  # the view is back in its wait()
+        (connection,) = [o.websocket for o in groups.get_backend()._groups[group].outboxes]
+        padding = "x" * 65536
+        for _ in range(5000):
+            if not connection._send_now(padding):
+                break
+        else:
+            raise AssertionError("the socket never filled up")
+        done = []
+
+        def must_not_block():
+            connection._send_keepalive_ping()
+            connection.fail(1008, "too slow")
+            done.append(True)
+
+        thread = threading.Thread(target=must_not_block, daemon=True)
+        thread.start()
+        thread.join(2)
+        assert done, "blocked on a full socket"
+        assert connection.closed
 
 
 def sender_threads():

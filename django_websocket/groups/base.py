@@ -231,8 +231,8 @@ class Outbox:
     """
 
     __slots__ = (
-        "websocket", "limit", "groups", "_on_done", "_lock", "_queues", "_queued", "_seq", "_sending",
-        "_sender", "_finished", "_mode", "_ready",
+        "websocket", "limit", "groups", "_on_done", "_lock", "_queues", "_queued", "_seq", "_sender",
+        "_finished", "_mode", "_ready",
     )  # fmt: skip
 
     #: Seconds a sender thread of a connection without direct writes (:data:`_THREAD`) waits for
@@ -248,10 +248,9 @@ class Outbox:
         self._queues = None  # group -> _Pending, while messages wait (None: nothing waits)
         self._queued = 0
         self._seq = 0
-        # True while a delivery writes to the socket directly or the sender thread runs: a
-        # message then waits its turn, so that none overtakes another.
-        self._sending = False
-        self._sender = False  # whether a sender thread runs: the socket is behind
+        # Whether a sender thread runs (the socket is behind): a message then waits its turn
+        # in the queue, so that none overtakes another.
+        self._sender = False
         self._finished = False
         self._mode = _mode_of(websocket)
         self._ready = None  # the lingering sender's Condition (_THREAD mode), made with it
@@ -261,73 +260,50 @@ class Outbox:
         was done: ``SENT``, ``QUEUED``, ``DROPPED_OLDEST`` (queued, the group's oldest queued
         message dropped), ``DROPPED_NEW``, ``CLOSED`` (the socket was too slow: it is failed
         with 1008), or ``REFUSED`` (the outbox is finished)."""
+        websocket = self.websocket
+        if self._mode == _DIRECT and not self._sender and not self._finished:
+            # Without the outbox's lock: it is the socket's write lock, taken or not by
+            # _send_now, that keeps the order. A message of this thread queued earlier keeps
+            # the sender running until it is written, so this one cannot overtake it; two
+            # deliveries from two threads at once have no order between them anyway, and
+            # whichever _send_now finds the lock taken, or _out not empty, queues below.
+            if websocket._send_now(message):
+                if websocket._out:
+                    self._follow_up()  # the socket took part of the frame: the rest is ours
+                return SENT
         if policy is None:
             policy = Policy(CLOSE, self.limit)
-        websocket = self.websocket
         with self._lock:
             if self._finished:
                 return REFUSED
-            mode = self._mode
-            if self._sending or self._queues is not None or mode == _THREAD:
-                result = self._queue_locked(message, group, policy, counters)
-                start = False
-                if result != CLOSED and result != DROPPED_NEW:
-                    if not self._sending:
-                        self._sending = self._sender = start = True
-                    elif self._ready is not None:
-                        self._ready.notify()
-            elif mode == _QUEUES:
+            if self._mode == _QUEUES and not self._sender:
                 # Only queues for the event loop's writer, under the connection's lock.
                 try:
                     websocket._send_threadsafe(message)
                 except ConnectionClosed:
                     return REFUSED
                 return SENT
-            else:
-                # Ours to write: a message coming meanwhile queues behind this one.
-                self._sending = True
-                seq = self._seq
-                self._seq += 1
-                result = None
-        if result is None:
-            return self._send_direct(message, seq, group, counters)
+            result = self._queue_locked(message, group, policy, counters)
+            start = False
+            if result != CLOSED and result != DROPPED_NEW:
+                if not self._sender:
+                    self._sender = start = True
+                elif self._ready is not None:
+                    self._ready.notify()
         if result == CLOSED:
             self._too_slow()
         elif start:
             self._start_sender()
         return result
 
-    def _send_direct(self, message, seq, group, counters):
-        websocket = self.websocket
-        try:
-            taken = websocket._send_now(message)
-        except Exception:  # a surprise of the connection's: let the sender's send() report it
-            logger.debug("Writing a group message to WebSocket %s at once failed", websocket.id, exc_info=True)
-            taken = False
+    def _follow_up(self):
+        # The rest of a frame _send_now wrote in part waits in _out: a sender gets it written
+        # (a view that only reads never writes), and whatever comes meanwhile queues behind it.
         with self._lock:
-            if self._finished:  # it closed meanwhile (perhaps in _send_now)
-                self._sending = False
-                return SENT if taken else REFUSED
-            if taken:
-                if self._queues is None and not websocket._out:
-                    self._sending = False
-                    return SENT
-                # The socket took part of the frame, the rest waits in _out; or messages came
-                # meanwhile: the sender writes them.
-            else:
-                # First in line: it came before anything queued meanwhile (a bound may be
-                # passed by one message per concurrent delivery; it holds from the next one).
-                queues = self._queues
-                if queues is None:
-                    queues = self._queues = {}
-                pending = queues.get(group)
-                if pending is None:
-                    pending = queues[group] = _Pending(counters)
-                pending.messages.appendleft((seq, message))
-                self._queued += 1
+            if self._finished or self._sender:
+                return
             self._sender = True
         self._start_sender()
-        return SENT if taken else QUEUED
 
     def _queue_locked(self, message, group, policy, counters):
         queues = self._queues
@@ -361,8 +337,7 @@ class Outbox:
         self._fail("too slow for group messages")
 
     def _start_sender(self):
-        # Called once self._sender was set, under the lock: by the delivery that found the
-        # socket behind.
+        # Called by whoever set self._sender, under the lock.
         try:
             threading.Thread(
                 target=self._run, name=f"websocket-group-sender-{self.websocket.id[:8]}", daemon=True
@@ -384,11 +359,11 @@ class Outbox:
             time.sleep(0)
 
     def _finish_locked(self):
+        sender, self._sender = self._sender, False
         self._finished = True
-        self._sender = False
         self._queues = None
         self._queued = 0
-        if self._ready is not None and self._sending:
+        if self._ready is not None and sender:
             self._ready.notify()
             return True
         return False
@@ -439,7 +414,7 @@ class Outbox:
                     if direct and websocket._out and websocket._state is not _CLOSED_STATE:
                         continue  # queued while we looked: write it before ending
                     # Caught up: the next message goes directly again.
-                    self._sending = self._sender = False
+                    self._sender = False
                     return
                 message, counters = self._pop_locked()
             try:
