@@ -17,6 +17,7 @@ import collections
 import inspect
 import logging
 import os
+import socket
 import threading
 import time
 from typing import Any, NamedTuple
@@ -235,8 +236,9 @@ class Outbox:
         "_finished", "_mode", "_ready",
     )  # fmt: skip
 
-    #: Seconds a sender thread of a connection without direct writes (:data:`_THREAD`) waits for
-    #: more before it ends: such a connection gets every message through its thread.
+    #: Seconds a sender thread of a connection without direct writes (an ASGI connection of a
+    #: ``def`` view, a TLS socket) waits for more before it ends: such a connection gets every
+    #: message through its thread.
     linger = 5.0
 
     def __init__(self, websocket, limit, on_done):
@@ -394,6 +396,10 @@ class Outbox:
     def _run(self):
         websocket = self.websocket
         direct = self._mode == _DIRECT
+        # A connection that takes no direct write (TLS: _send_now declines) gets every message
+        # through this thread: it lingers, as for an ASGI connection, rather than start anew
+        # for each message.
+        linger = not direct or type(websocket._sock) is not socket.socket
         # The thread-safe send of an async connection (whose send() is a coroutine).
         send = getattr(websocket, "_send_threadsafe", None) or websocket.send
         while True:
@@ -403,7 +409,7 @@ class Outbox:
             with self._lock:
                 if self._finished:
                     return
-                if self._queues is None and not direct:
+                if self._queues is None and linger:
                     # Linger: a connection without direct writes gets every message from here.
                     if self._ready is None:
                         self._ready = threading.Condition(self._lock)
