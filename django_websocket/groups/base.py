@@ -613,7 +613,7 @@ class BaseGroupBackend:
                 if snapshot is None:
                     snapshot = members.snapshot = tuple(members.outboxes)
         policy = self.policy(group)
-        counters = self._counters_of(group)
+        counters = self._group_counters_of(group)
         tally = [0, 0, 0, 0, 0, 0]  # by what Outbox.put did: SENT, QUEUED, DROPPED_OLDEST, ...
         if exclude:
             for outbox in snapshot:
@@ -622,7 +622,7 @@ class BaseGroupBackend:
         else:
             for outbox in snapshot:
                 tally[outbox.put(message, group, policy, counters)] += 1
-        self._count(group, counters, policy, tally)
+        self._tally(group, counters, policy, tally)
         return tally[SENT] + tally[QUEUED] + tally[DROPPED_OLDEST]
 
     # --- slow consumers and counters ----------------------------------------------------------
@@ -640,10 +640,10 @@ class BaseGroupBackend:
 
             raise ImproperlyConfigured(f"WEBSOCKET_GROUPS: {exc}") from exc
         self._policies = {}  # configured options -> Policy, with this backend's defaults
-        self._counters_lock = threading.Lock()
-        self._totals = _Counters(self._counters_lock)
-        self._counters = {}  # group -> _Counters; see stats() for when an entry is forgotten
-        self._counters_bound = 1024
+        self._delivery_lock = threading.Lock()
+        self._delivery_totals = _Counters(self._delivery_lock)
+        self._group_counters = {}  # group -> _Counters; see stats() for when an entry is forgotten
+        self._group_counters_bound = 1024
 
     def policy(self, group):
         """The :class:`Policy` of ``group``: its :func:`~django_websocket.groups.configure`
@@ -661,15 +661,15 @@ class BaseGroupBackend:
             self._policies[options] = policy
         return policy
 
-    def _counters_of(self, group):
-        counters = self._counters.get(group)
+    def _group_counters_of(self, group):
+        counters = self._group_counters.get(group)
         if counters is None:
-            with self._counters_lock:
-                counters = self._counters.get(group)
+            with self._delivery_lock:
+                counters = self._group_counters.get(group)
                 if counters is None:
-                    if len(self._counters) >= self._counters_bound:
+                    if len(self._group_counters) >= self._group_counters_bound:
                         self._forget_counters_locked()
-                    counters = self._counters[group] = _Counters(self._counters_lock, self._totals)
+                    counters = self._group_counters[group] = _Counters(self._delivery_lock, self._delivery_totals)
         return counters
 
     #: Seconds the counters of a group are kept after it was first seen without members here.
@@ -682,7 +682,7 @@ class BaseGroupBackend:
         members = self._groups if members is None else members
         now = time.monotonic()
         kept = {}
-        for group, counters in self._counters.items():
+        for group, counters in self._group_counters.items():
             if group in members:
                 counters.empty_since = None
             elif counters.empty_since is None:
@@ -690,17 +690,17 @@ class BaseGroupBackend:
             elif now - counters.empty_since > self.counters_kept_for:
                 continue
             kept[group] = counters
-        self._counters = kept
-        self._counters_bound = max(1024, 2 * len(kept))
+        self._group_counters = kept
+        self._group_counters_bound = max(1024, 2 * len(kept))
 
-    def _count(self, group, counters, policy, tally):
+    def _tally(self, group, counters, policy, tally):
         sent, _, dropped_oldest, dropped_new, closed, _ = tally  # in the order of SENT, QUEUED, ...
         slow = dropped_oldest or dropped_new or closed
         if not sent and not slow:
             return
         report = None
-        with self._counters_lock:
-            totals = self._totals
+        with self._delivery_lock:
+            totals = self._delivery_totals
             counters.delivered += sent
             totals.delivered += sent
             if not slow:
@@ -758,10 +758,10 @@ class BaseGroupBackend:
                         queued[group] = queued.get(group, 0) + len(pending.messages)
             if outbox._sender or queues is not None:
                 behind.add(outbox)
-        with self._counters_lock:
+        with self._delivery_lock:
             self._forget_counters_locked(memberships)
-            groups = {group: counters.as_dict() for group, counters in self._counters.items()}
-            total = self._totals.as_dict()
+            groups = {group: counters.as_dict() for group, counters in self._group_counters.items()}
+            total = self._delivery_totals.as_dict()
         for group in memberships:
             groups.setdefault(group, {"delivered": 0, "dropped_oldest": 0, "dropped_new": 0, "closed_slow": 0})
         for group, entry in groups.items():
