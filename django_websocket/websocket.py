@@ -684,7 +684,7 @@ class WebSocket:
                 return True
             blocking = False
 
-    def _write_now(self) -> None:
+    def _write_now(self) -> bool:
         # Write lock held; write what the socket takes without waiting, keep the rest queued.
         # Returns whether the socket took everything.
         if not self._handover.writable_now(self._sock):

@@ -121,8 +121,8 @@ class Policy:
 # Process-wide, so that it outlives the backend (rebuilt when WEBSOCKET_GROUPS changes): a group
 # name, or a prefix ending in "*", -> (slow_consumer or None, queue_size or None), None meaning
 # the WEBSOCKET_GROUPS default. Replaced whole on each change: readers never take a lock.
-_configured = {}
-_prefixes = ()  # (prefix, options), longest prefix first
+_configured: dict[str, tuple[str | None, int | None]] = {}
+_prefixes: tuple[tuple[str, tuple[str | None, int | None]], ...] = ()  # longest prefix first
 _configure_lock = threading.Lock()
 
 
