@@ -14,7 +14,10 @@ Scenarios (``--scenarios``, by their short names), each on fresh servers of 127.
 * ``memory`` (1 process): every socket on one process, the in-memory backend (the default);
 * ``redis`` (1 process): the same through a Redis server, to show the cost of the hop;
 * ``redis2``, ``redis3``: the sockets spread over two or three processes sharing one Redis, the
-  sender on the first.
+  sender on the first;
+* ``cluster``, ``cluster3``: one or three processes on a local Redis Cluster (three masters and
+  their replicas, ``RedisClusterGroupBackend``: the group's messages go through its slot's
+  master).
 
 ``--sockets`` is the total, spread over the processes, unless ``--per-process`` makes it the
 number on each process (``--sockets 3000 --per-process``: 9,000 sockets for ``redis3``).
@@ -29,7 +32,8 @@ when the message arrived. *Delivery* is that delay per socket; *last socket* is,
 the delay until the slowest of the sockets had it. The script prints a markdown table of p50 and
 p99 of both, and is bounded in time (``--deadline``).
 
-Needs ``redis-server`` (Debian's package) for the Redis scenarios; without it they are left out.
+Needs ``redis-server`` (Debian's package) for the Redis scenarios, and ``redis-cli`` for the
+cluster ones (it creates the cluster); without them they are left out.
 """
 
 import argparse
@@ -46,7 +50,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.redis_fixture import RedisServer, find_redis_server  # noqa: E402
+from tests.redis_fixture import RedisClusterServers, RedisServer, _find, find_redis_server  # noqa: E402
 from tests.servers import ServerProcess, free_port  # noqa: E402
 
 SETTLE = 0.05  # seconds between two messages once the previous one reached every socket
@@ -204,13 +208,16 @@ def start_servers(kind, count, env):
     return servers
 
 
-# short name: (name, processes, on Redis, env of the servers)
+# short name: (name, processes, Redis: None, "server" or "cluster", env of the servers)
+CLUSTER = {"BENCH_REDIS_BACKEND": "RedisClusterGroupBackend"}
 SCENARIOS = {
-    "floor": ("no groups (floor)", 1, False, {"BENCH_DIRECT": "1"}),
-    "memory": ("memory, 1 process", 1, False, {}),
-    "redis": ("redis, 1 process", 1, True, {}),
-    "redis2": ("redis, 2 processes", 2, True, {}),
-    "redis3": ("redis, 3 processes", 3, True, {}),
+    "floor": ("no groups (floor)", 1, None, {"BENCH_DIRECT": "1"}),
+    "memory": ("memory, 1 process", 1, None, {}),
+    "redis": ("redis, 1 process", 1, "server", {}),
+    "redis2": ("redis, 2 processes", 2, "server", {}),
+    "redis3": ("redis, 3 processes", 3, "server", {}),
+    "cluster": ("redis cluster, 1 process", 1, "cluster", CLUSTER),
+    "cluster3": ("redis cluster, 3 processes", 3, "cluster", CLUSTER),
 }
 
 
@@ -234,10 +241,13 @@ def main():
     unknown = [name for name in chosen if name not in SCENARIOS]
     if unknown:
         parser.error(f"unknown scenarios {', '.join(unknown)}: choose among {', '.join(SCENARIOS)}")
-    redis_binary = find_redis_server()
+    redis_binary, cli_binary = find_redis_server(), _find("redis-cli")
     if not redis_binary and any(SCENARIOS[name][2] for name in chosen):
         print("redis-server not found (apt-get install -y redis-server): Redis scenarios left out\n", file=sys.stderr)
         chosen = [name for name in chosen if not SCENARIOS[name][2]]
+    if not cli_binary and any(SCENARIOS[name][2] == "cluster" for name in chosen):
+        print("redis-cli not found (apt-get install -y redis-tools): cluster scenarios left out\n", file=sys.stderr)
+        chosen = [name for name in chosen if SCENARIOS[name][2] != "cluster"]
 
     started = time.monotonic()
     results = {name: ([], []) for name in chosen}  # short name -> (deliveries, slowest), in ms
@@ -249,7 +259,10 @@ def main():
                 print(f"deadline reached: {name} (round {round_ + 1}) not run", file=sys.stderr)
                 break
             sockets = args.sockets * processes if args.per_process else args.sockets
-            redis = RedisServer(redis_binary) if on_redis else None
+            if on_redis == "cluster":
+                redis = RedisClusterServers(redis_binary, cli_binary)
+            else:
+                redis = RedisServer(redis_binary) if on_redis else None
             servers = []
             try:
                 if redis is not None:
