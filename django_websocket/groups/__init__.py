@@ -215,6 +215,7 @@ def stats() -> dict[str, Any]:
     in groups (in the totals: sockets in any group); ``queued``: messages waiting now;
     ``behind``: sockets with messages waiting now. A group is listed while it has members in
     this process, and for a minute or more after its last member left; the totals keep all.
+    The backend's own counters come beside ``total`` and ``groups`` (Redis: ``subscriber_*``).
     """
     return get_backend().stats()  # type: ignore[no-any-return]  # until groups/base.py is typed
 
