@@ -2,15 +2,28 @@
 
     .venv/bin/python benchmarks/fanout.py
     .venv/bin/python benchmarks/fanout.py --sockets 2000 --messages 50 --server gevent
+    .venv/bin/python benchmarks/fanout.py --server gevent --rounds 3 --scenarios floor,memory
+    .venv/bin/python benchmarks/fanout.py --server gevent --sockets 3000 --per-process \
+        --scenarios floor,memory,redis,redis3
 
-Scenarios, each on fresh servers of 127.0.0.1 (``runserver --multithreaded`` by default):
+Scenarios (``--scenarios``, by their short names), each on fresh servers of 127.0.0.1
+(``runserver --multithreaded`` by default):
 
-* ``no groups (floor)``: the sender's view writes to each socket itself, one after the other:
+* ``floor`` (no groups): the sender's view writes to each socket itself, one after the other:
   what the machine, the server and this client allow at best;
-* ``memory, 1 process``: every socket on one process, the in-memory backend (the default);
-* ``redis, 1 process``: the same through a Redis server, to show the cost of the hop;
-* ``redis, 2 processes``: half the sockets on each of two processes sharing one Redis, the
-  sender on the first.
+* ``memory`` (1 process): every socket on one process, the in-memory backend (the default);
+* ``redis`` (1 process): the same through a Redis server, to show the cost of the hop;
+* ``redis2``, ``redis3``: the sockets spread over two or three processes sharing one Redis, the
+  sender on the first;
+* ``cluster``, ``cluster3``: one or three processes on a local Redis Cluster (three masters and
+  their replicas, ``RedisClusterGroupBackend``: the group's messages go through its slot's
+  master).
+
+``--sockets`` is the total, spread over the processes, unless ``--per-process`` makes it the
+number on each process (``--sockets 3000 --per-process``: 9,000 sockets for ``redis3``).
+``--rounds N`` runs the scenarios N times, one after the other in turn, and pools each one's
+results: on a noisy machine the ratios of one run are what to compare, and taking turns spreads
+the noise over all of them. The table gives each p99 as a ratio of the floor's.
 
 A light asyncio client in this process holds the sockets (no compression offered). For each
 message a sender socket asks its view to call ``groups.send``, stamping the message with
@@ -19,7 +32,8 @@ when the message arrived. *Delivery* is that delay per socket; *last socket* is,
 the delay until the slowest of the sockets had it. The script prints a markdown table of p50 and
 p99 of both, and is bounded in time (``--deadline``).
 
-Needs ``redis-server`` (Debian's package) for the Redis scenarios; without it they are left out.
+Needs ``redis-server`` (Debian's package) for the Redis scenarios, and ``redis-cli`` for the
+cluster ones (it creates the cluster); without them they are left out.
 """
 
 import argparse
@@ -36,7 +50,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.redis_fixture import RedisServer, find_redis_server  # noqa: E402
+from tests.redis_fixture import RedisClusterServers, RedisServer, _find, find_redis_server  # noqa: E402
 from tests.servers import ServerProcess, free_port  # noqa: E402
 
 SETTLE = 0.05  # seconds between two messages once the previous one reached every socket
@@ -194,11 +208,27 @@ def start_servers(kind, count, env):
     return servers
 
 
+# short name: (name, processes, Redis: None, "server" or "cluster", env of the servers)
+CLUSTER = {"BENCH_REDIS_BACKEND": "RedisClusterGroupBackend"}
+SCENARIOS = {
+    "floor": ("no groups (floor)", 1, None, {"BENCH_DIRECT": "1"}),
+    "memory": ("memory, 1 process", 1, None, {}),
+    "redis": ("redis, 1 process", 1, "server", {}),
+    "redis2": ("redis, 2 processes", 2, "server", {}),
+    "redis3": ("redis, 3 processes", 3, "server", {}),
+    "cluster": ("redis cluster, 1 process", 1, "cluster", CLUSTER),
+    "cluster3": ("redis cluster, 3 processes", 3, "cluster", CLUSTER),
+}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sockets", type=int, default=1000)
+    parser.add_argument("--per-process", action="store_true", help="--sockets on each process, not in all")
     parser.add_argument("--messages", type=int, default=30, help="measured messages per scenario (after 3 warm-ups)")
     parser.add_argument("--server", choices=["runserver", "gevent"], default="runserver")
+    parser.add_argument("--scenarios", default="floor,memory,redis,redis2", help=f"of {', '.join(SCENARIOS)}")
+    parser.add_argument("--rounds", type=int, default=1, help="runs of every scenario, taking turns")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds any one step may take")
     parser.add_argument("--deadline", type=float, default=600.0, help="seconds the whole run may take")
     args = parser.parse_args()
@@ -207,47 +237,69 @@ def main():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
-    # (name, processes, on Redis, env of the servers)
-    scenarios = [("no groups (floor)", 1, False, {"BENCH_DIRECT": "1"}), ("memory, 1 process", 1, False, {})]
-    redis_binary = find_redis_server()
-    if redis_binary:
-        scenarios += [("redis, 1 process", 1, True, {}), ("redis, 2 processes", 2, True, {})]
-    else:
+    chosen = [name.strip() for name in args.scenarios.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in SCENARIOS]
+    if unknown:
+        parser.error(f"unknown scenarios {', '.join(unknown)}: choose among {', '.join(SCENARIOS)}")
+    redis_binary, cli_binary = find_redis_server(), _find("redis-cli")
+    if not redis_binary and any(SCENARIOS[name][2] for name in chosen):
         print("redis-server not found (apt-get install -y redis-server): Redis scenarios left out\n", file=sys.stderr)
+        chosen = [name for name in chosen if not SCENARIOS[name][2]]
+    if not cli_binary and any(SCENARIOS[name][2] == "cluster" for name in chosen):
+        print("redis-cli not found (apt-get install -y redis-tools): cluster scenarios left out\n", file=sys.stderr)
+        chosen = [name for name in chosen if SCENARIOS[name][2] != "cluster"]
 
     started = time.monotonic()
-    rows = []
-    for name, processes, on_redis, env in scenarios:
-        left = args.deadline - (time.monotonic() - started)
-        if left <= 0:
-            print(f"deadline reached: {name} not run", file=sys.stderr)
-            break
-        redis = RedisServer(redis_binary) if on_redis else None
-        servers = []
-        try:
-            if redis is not None:
-                env = {**env, "BENCH_REDIS_URL": redis.url}
-            servers = start_servers(args.server, processes, env)
-            print(f"{name}: {args.sockets} sockets, {args.messages} messages…", file=sys.stderr)
-            results = asyncio.run(
-                asyncio.wait_for(run_scenario(servers, args.sockets, args.messages, args.timeout), left)
-            )
-        finally:
-            for server in servers:
-                server.stop()
-            if redis is not None:
-                redis.stop()
-        deliveries = [delay / 1e6 for delays in results for delay in delays]
-        slowest = [max(delays) / 1e6 for delays in results]
-        rows.append((name, processes, deliveries, slowest))
+    results = {name: ([], []) for name in chosen}  # short name -> (deliveries, slowest), in ms
+    for round_ in range(args.rounds):
+        for short in chosen:
+            name, processes, on_redis, env = SCENARIOS[short]
+            left = args.deadline - (time.monotonic() - started)
+            if left <= 0:
+                print(f"deadline reached: {name} (round {round_ + 1}) not run", file=sys.stderr)
+                break
+            sockets = args.sockets * processes if args.per_process else args.sockets
+            if on_redis == "cluster":
+                redis = RedisClusterServers(redis_binary, cli_binary)
+            else:
+                redis = RedisServer(redis_binary) if on_redis else None
+            servers = []
+            try:
+                if redis is not None:
+                    env = {**env, "BENCH_REDIS_URL": redis.url}
+                servers = start_servers(args.server, processes, env)
+                print(f"{name}: {sockets} sockets, {args.messages} messages…", file=sys.stderr)
+                measured = asyncio.run(
+                    asyncio.wait_for(run_scenario(servers, sockets, args.messages, args.timeout), left)
+                )
+            finally:
+                for server in servers:
+                    server.stop()
+                if redis is not None:
+                    redis.stop()
+            deliveries, slowest = results[short]
+            deliveries.extend(delay / 1e6 for delays in measured for delay in delays)
+            slowest.extend(max(delays) / 1e6 for delays in measured)
 
-    print(f"\nFan-out of one group message to {args.sockets} sockets ({args.server}, {os.cpu_count()} CPUs), ms\n")
-    print("| scenario | processes | delivery p50 | delivery p99 | last socket p50 | last socket p99 |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for name, processes, deliveries, slowest in rows:
+    sockets = f"{args.sockets} sockets{' per process' if args.per_process else ''}"
+    rounds = f", {args.rounds} rounds" if args.rounds > 1 else ""
+    print(f"\nFan-out of one group message to {sockets} ({args.server}, {os.cpu_count()} CPUs{rounds}), ms\n")
+    floor = results.get("floor")
+    floor_p99 = (percentile(floor[0], 0.99), percentile(floor[1], 0.99)) if floor and floor[0] else None
+    print("| scenario | processes | sockets | delivery p50 | delivery p99 | last socket p50 | last socket p99 |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for short, (deliveries, slowest) in results.items():
+        if not deliveries:
+            continue
+        name, processes = SCENARIOS[short][:2]
+        p99, last_p99 = percentile(deliveries, 0.99), percentile(slowest, 0.99)
+        ratio = last_ratio = ""
+        if floor_p99 and short != "floor":
+            ratio, last_ratio = f" ({p99 / floor_p99[0]:.2f}x)", f" ({last_p99 / floor_p99[1]:.2f}x)"
         print(
-            f"| {name} | {processes} | {statistics.median(deliveries):.1f} | {percentile(deliveries, 0.99):.1f} "
-            f"| {statistics.median(slowest):.1f} | {percentile(slowest, 0.99):.1f} |"
+            f"| {name} | {processes} | {args.sockets * processes if args.per_process else args.sockets} "
+            f"| {statistics.median(deliveries):.1f} | {p99:.1f}{ratio} "
+            f"| {statistics.median(slowest):.1f} | {last_p99:.1f}{last_ratio} |"
         )
 
 

@@ -1,6 +1,7 @@
 """Settings of the fan-out benchmark's servers (benchmarks/fanout.py starts them).
 
-The group backend is in memory unless ``BENCH_REDIS_URL`` names the Redis server to use.
+The group backend is in memory unless ``BENCH_REDIS_URL`` names the Redis server to use (a node
+of a Redis Cluster with ``BENCH_REDIS_BACKEND=RedisClusterGroupBackend``).
 """
 
 import os
@@ -23,7 +24,8 @@ LOGGING = {
 }
 if os.environ.get("BENCH_REDIS_URL"):
     WEBSOCKET_GROUPS = {
-        "BACKEND": "django_websocket.groups.redis.RedisGroupBackend",
+        # RedisGroupBackend, or RedisClusterGroupBackend when the URL is a cluster node's.
+        "BACKEND": "django_websocket.groups.redis." + os.environ.get("BENCH_REDIS_BACKEND", "RedisGroupBackend"),
         "LOCATION": os.environ["BENCH_REDIS_URL"],
         "PREFIX": "fanout:",
     }

@@ -5,6 +5,10 @@ Run by hand (it is not a test), from the repository's root::
     .venv/bin/python benchmarks/idle_connections.py
     .venv/bin/python benchmarks/idle_connections.py --server gevent-websocket --counts 10000
     .venv/bin/python benchmarks/idle_connections.py --counts 2000 --profile 8
+    .venv/bin/python benchmarks/idle_connections.py --join --counts 1000 5000
+
+``--join``: each connection's view joins a group first (the in-memory backend), so that the
+difference with a run without it is what an idle group member costs.
 
 It starts the server (``python -m django_websocket.servers.gevent``, exactly as deployed, on
 127.0.0.1, with the test project's ``@require_websocket`` echo view behind its sessions, auth and
@@ -133,7 +137,7 @@ async def run(options):
     try:
         # Warm-up: the first connections load code and fill caches that later ones share.
         warm = []
-        path = SERVERS[options.server][1]
+        path = "/group-echo" if options.join else SERVERS[options.server][1]
         failures = await open_clients("127.0.0.1", port, path, 50, warm)
         assert not failures, failures
         await echo_all(warm)
@@ -201,14 +205,16 @@ def main():
     parser.add_argument("--counts", type=int, nargs="+", default=[1000, 5000, 10000])
     parser.add_argument("--settle", type=float, default=3.0, help="Seconds to let connections go idle.")
     parser.add_argument("--idle", type=float, default=5.0, help="Seconds over which idle CPU is measured.")
+    parser.add_argument("--join", action="store_true", help="Each connection joins a group first.")
     parser.add_argument("--profile", type=int, default=0, metavar="FRAMES", help="tracemalloc in the server.")
     parser.add_argument(
         "--ping-interval", type=float, metavar="SECONDS", help="WEBSOCKET_PING_INTERVAL for the server (0: off)."
     )
     options = parser.parse_args()
     baseline, rows, report = asyncio.run(run(options))
-    print(f"\nServer: `{' '.join(SERVERS[options.server][0])}` (Python {sys.version.split()[0]}); RSS after warm-up "
-          f"{baseline / 1024:.1f} MiB.\n")
+    joined = ", each connection in a group" if options.join else ""
+    print(f"\nServer: `{' '.join(SERVERS[options.server][0])}`{joined} (Python {sys.version.split()[0]}); "
+          f"RSS after warm-up {baseline / 1024:.1f} MiB.\n")
     print(
         "| idle connections | server RSS | KiB/connection | idle CPU | opened in "
         "| one echo, others idle (p50 / max) | all echo at once |"

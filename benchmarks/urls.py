@@ -1,4 +1,5 @@
-"""The benchmark's URLs: the test project's echo view, and the allocation report."""
+"""The benchmark's URLs: the test project's echo view, the same view as a group member, and the
+allocation report."""
 
 import gc
 import tracemalloc
@@ -6,9 +7,18 @@ import tracemalloc
 from django.http import HttpResponse
 from django.urls import path
 
+from django_websocket import require_websocket
 from tests import views
 
 _baseline = []
+
+
+@require_websocket
+def group_echo(request):
+    """The echo view of a socket that joined a group first: what an idle group member costs."""
+    request.websocket.join("idle")
+    for message in request.websocket:
+        request.websocket.send(message)
 
 
 def raw_echo(request):
@@ -58,6 +68,7 @@ def stats(request):
 
 urlpatterns = [
     path("echo", views.echo),
+    path("group-echo", group_echo),
     path("stats", stats),
     path("raw-echo", raw_echo),
     path("tracemalloc", allocations),

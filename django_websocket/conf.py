@@ -56,9 +56,11 @@ DEFAULTS: dict[str, Any] = {
     # The keys given in a project's setting override these; see docs/topics/groups.rst.
     "WEBSOCKET_GROUPS": {
         "BACKEND": "django_websocket.groups.memory.MemoryGroupBackend",
-        # Group messages queued per socket at most; a socket that falls further behind is too
-        # slow for its groups and is closed with 1008.
+        # Messages of one group queued for one socket at most (a socket that keeps up has none
+        # queued); one more applies SLOW_CONSUMER: "close" the socket with 1008, "drop_oldest"
+        # queued message, or "drop_new" (the one that does not fit).
         "QUEUE_SIZE": 1000,
+        "SLOW_CONSUMER": "close",
     },
 }
 

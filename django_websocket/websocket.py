@@ -49,7 +49,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast, overload
 
 from . import deflate
 from .exceptions import ConnectionClosed, InvalidState, ProtocolError, WebSocketError
@@ -154,6 +154,9 @@ def close_all(
     return len(connections)
 
 
+# A send that takes only what fits at once, whatever the socket's blocking mode (where the
+# platform has it; elsewhere writable_now() alone keeps _send_now from waiting long).
+_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 _POLL_IN = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP
 _POLL_OUT = select.POLLOUT | select.POLLERR | select.POLLHUP
 # Captured now, before any monkey-patching by a server that patches later (it passes its own).
@@ -225,7 +228,10 @@ class Handover:
     itself already sent the ``101`` response (gevent-websocket does), in which case a refusal can
     only be a close frame. ``wait_readable(sock, timeout)`` may replace the default readiness check
     (``select.poll``, which gevent's monkey-patching makes cooperative); ``writable_now(sock)``
-    the check, which must never block, that a socket takes bytes at once. ``lock``, a callable
+    the check, which must never block, that a socket takes bytes at once; ``send_now(sock,
+    data)``, which must never block either, the check and the send of a write that must not wait
+    (a group's delivery): it sends what the socket takes at once and returns how many bytes, 0
+    when none (by default, ``writable_now`` then a send of what fits). ``lock``, a callable
     returning a new lock, may replace ``threading.Lock`` for each connection's locks (acquired
     blocking in ``with`` statements, and with ``acquire(blocking=False)``).
     """
@@ -237,12 +243,14 @@ class Handover:
         accepted: bool = False,
         wait_readable: Callable[[Socket, float | None], bool] | None = None,
         writable_now: Callable[[Socket], bool] | None = None,
+        send_now: Callable[[Socket, bytes], int] | None = None,
         lock: Callable[[], Lock] | None = None,
     ) -> None:
         self._take = take
         self.accepted = accepted
         self.wait_readable = wait_readable
         self.writable_now = writable_now or _writable_now
+        self.send_now = send_now
         self.lock = lock
         self.taken = False
 
@@ -563,6 +571,59 @@ class WebSocket:
         self._flush(blocking=False)
         return True
 
+    def _send_now(self, message: str | bytes) -> bool:
+        """Send a data frame of ``message`` only if it goes out at once, never blocking: for a
+        group's delivery, which must not wait for one client.
+
+        False, with nothing framed, unless the connection is open, the write lock is free, no
+        frame waits in ``_out`` (it would be overtaken) and the socket takes bytes now; False
+        too when the write shows the client gone (the connection ends). True once the frame went
+        to the socket: whole, or in part with the rest left at the front of ``_out`` (with the
+        handover's ``send_now``, which checks nothing first, that part may be none). That rest
+        is then for the caller to get written, with ``_flush(blocking=True)`` from a thread that
+        may wait (a view's own ``send`` would write it first, but a view that only reads never
+        writes). Only on a plain socket: a TLS one may need to read, or to wait, to write at all.
+        """
+        if self._state is not OPEN or self._out or type(self._sock) is not socket.socket:
+            return False
+        if not self._write_lock.acquire(blocking=False):
+            return False
+        taken = False
+        send_now = self._handover.send_now
+        try:
+            # Under the lock: another writer may have left frames in _out, or ended the connection.
+            if self._state is OPEN and not self._out:
+                if send_now is not None or self._handover.writable_now(self._sock):
+                    taken = self._send_framed_now(message, send_now)
+        finally:
+            self._write_lock.release()
+        if self._out and self._state is not CLOSED:
+            self._flush(blocking=False)  # frames queued while we held the lock, or our rest
+        return taken
+
+    def _send_framed_now(self, message: str | bytes, send_now: Callable[[Socket, bytes], int] | None) -> bool:
+        # The write lock is held, the socket is a plain one, and writable unless send_now is
+        # the handover's.
+        try:
+            data = self._proto.send(message)
+        except ConnectionClosed:
+            return False
+        # Framed (with permessage-deflate, the compressor moved on): from here the frame must go
+        # out whole, now or later. MSG_DONTWAIT: even a socket in blocking mode (no send timeout)
+        # takes only what fits at once, and writable_now() said something does.
+        sock = cast(socket.socket, self._sock)
+        try:
+            sent = sock.send(data, _DONTWAIT) if send_now is None else send_now(sock, data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self._end("the client went away", clean=False)
+            return False
+        if sent < len(data):
+            with self._state_lock:
+                self._out = [data[sent:], *(self._out or ())]
+        return True
+
     def _write(self, data: bytes) -> None:
         # Called with the write lock held: the whole frame is written before another thread may
         # write, which keeps frames whole. Each send() may wait send_timeout for the client to
@@ -616,33 +677,43 @@ class WebSocket:
                 self._write_lock.acquire()
             elif not self._write_lock.acquire(blocking=False):
                 return False
+            taken = True
             try:
                 if blocking:
                     self._write_out()
                 elif self._out and self._state is not CLOSED:
-                    self._write_now()
+                    taken = self._write_now()
                 self._check_done()
             finally:
                 self._write_lock.release()
             # A frame queued by another thread between our last look and the release, which
-            # that thread could not write because we held the lock.
-            if not self._out or self._state is CLOSED:
+            # that thread could not write because we held the lock. Unless the socket just took
+            # less than it was given: trying again at once would spin until the client reads.
+            if not self._out or self._state is CLOSED or not taken:
                 return True
             blocking = False
 
-    def _write_now(self) -> None:
+    def _write_now(self) -> bool:
         # Write lock held; write what the socket takes without waiting, keep the rest queued.
+        # Returns whether the socket took everything.
         if not self._handover.writable_now(self._sock):
-            return
+            return False
         data = self._take_out()
+        sock = self._sock
         try:
-            sent = self._sock.send(data)
+            # MSG_DONTWAIT: a plain socket in blocking mode (no send timeout) would otherwise
+            # wait until it took all (a TLS socket takes no flags).
+            sent = sock.send(data, _DONTWAIT) if type(sock) is socket.socket else sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
         except OSError:
             self._end("the client went away", clean=False)
-            return
+            return True
         if sent < len(data):
             with self._state_lock:
                 self._out = [bytes(memoryview(data)[sent:]), *(self._out or ())]
+            return False
+        return True
 
     # --- receiving ----------------------------------------------------------------------------
 

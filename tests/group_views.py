@@ -2,6 +2,7 @@
 
 import json
 import os
+import time
 
 from django.http import HttpResponse
 
@@ -15,8 +16,12 @@ def member(request):
     through the socket's own send path:
 
     ``{"send": group, "message": str, "binary": bool, "exclude_self": bool, "ack": bool}``,
-    ``{"send_json": group, "data": ...}``, ``{"join": group, "info": ...}``, ``{"leave": group}``
-    (these two answer ``{"groups": [...]}``). A failed send answers ``{"error": ..., "type": ...}``.
+    ``{"send_json": group, "data": ...}``, ``{"join": group, "info": ...}``, ``{"leave": group}`` (these two
+    answer ``{"groups": [...]}``), ``{"configure": group, "slow_consumer": ..., "queue_size": ...}``
+    (answers ``{"configured": group}``), ``{"flood": group, "size": int, "then": int, ...}``
+    (the arguments of :func:`flood`; answers ``{"sent": n}``), ``{"stats": true}`` (answers
+    ``groups.stats()``).
+    A failed send answers ``{"error": ..., "type": ...}``.
     """
     ws = request.websocket
     info = json.loads(request.GET["info"]) if "info" in request.GET else None
@@ -41,8 +46,45 @@ def member(request):
             elif "leave" in command:
                 ws.leave(command["leave"])
                 ws.send(json.dumps({"groups": sorted(ws.groups)}))
+            elif "configure" in command:
+                options = {key: command[key] for key in ("slow_consumer", "queue_size") if key in command}
+                groups.configure(command["configure"], **options)
+                ws.send(json.dumps({"configured": command["configure"]}))
+            elif "flood" in command:
+                options = {
+                    key: command[key] for key in ("size", "then", "start", "until_behind", "settle") if key in command
+                }
+                sent = flood(command["flood"], **options)
+                ws.send(json.dumps({"sent": sent}))
+            elif "stats" in command:
+                ws.send(json.dumps(groups.stats()))
         except groups.BackendUnavailable as exc:
             ws.send(json.dumps({"error": str(exc), "type": type(exc).__name__}))
+
+
+def flood(group, size=65536, then=0, start=0, until_behind=True, settle=0.0, limit=5000):
+    """Send ``group`` the messages ``"<start>:xxx…"``, ``"<start + 1>:xxx…"`` (``size`` bytes of
+    padding) until one of its members is behind (its socket took no more at once; unless not
+    ``until_behind``), then, after ``settle`` seconds (the kernel may still move some bytes on
+    to the client, and the member's sender thread take one more message), ``then`` more without
+    waiting in between; returns how many were sent."""
+    padding = "x" * size
+    sent = 0
+    while until_behind:
+        while not groups.stats()["groups"][group]["behind"]:
+            if sent == limit:
+                raise AssertionError(f"no member of {group!r} fell behind after {limit} messages")
+            groups.send(group, f"{start + sent}:{padding}")
+            sent += 1
+        if settle:
+            time.sleep(settle)
+        # Behind for good, not for a moment (another thread was writing to the member).
+        if groups.stats()["groups"][group]["behind"]:
+            break
+    for _ in range(then):
+        groups.send(group, f"{start + sent}:{padding}")
+        sent += 1
+    return sent
 
 
 def send(request):

@@ -10,10 +10,13 @@ handler, a management command, a task queue worker) then sends to every member::
     groups.send_json("room:42", {"n": 1}, exclude=request.websocket)
     groups.count("room:42"), groups.members("room:42")   # who is in the room
 
-Sending never waits for a client: each member socket has a bounded queue and a sender thread.
-The backend (``WEBSOCKET_GROUPS["BACKEND"]``) decides how far a message goes: the sockets of
-this process (in-memory, the default) or of every process on one Redis server or one Redis
-Cluster.
+Sending never waits for a client: a member's frame is written at once when its socket takes it
+without waiting; a member that is behind gets a bounded queue, written by a sender thread while
+it has messages waiting. A full queue applies the group's slow-consumer policy (``configure``):
+close the socket with 1008, drop the oldest queued message, or drop the new one; ``stats()``
+counts what was delivered and dropped. The backend (``WEBSOCKET_GROUPS["BACKEND"]``) decides
+how far a message goes: the sockets of this process (in-memory, the default) or of every process
+on one Redis server or one Redis Cluster.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from django.utils.module_loading import import_string
 
 from ..conf import DEFAULTS, settings
 from ..websocket import WebSocket
-from .base import BackendUnavailable, Member, validate_group
+from . import base
+from .base import SLOW_CONSUMER_POLICIES, BackendUnavailable, Member, validate_group
 
 if TYPE_CHECKING:
     from typing import Protocol
@@ -69,7 +73,10 @@ __all__ = [
     "count",
     "members",
     "Member",
+    "configure",
+    "stats",
     "get_backend",
+    "SLOW_CONSUMER_POLICIES",
     "GroupsMixin",
     "AsyncGroupsMixin",
     "GroupWebSocket",
@@ -175,6 +182,42 @@ def _json_copy(info):
         return json.loads(json.dumps(info, cls=DjangoJSONEncoder))
     except TypeError as exc:
         raise TypeError(f"a group member's info must be JSON-serialisable: {exc}") from None
+
+
+def configure(group: str, *, slow_consumer: str | None = None, queue_size: int | None = None) -> None:
+    """Set how ``group`` treats the sockets of this process that cannot keep up with it.
+
+    ``queue_size``: the messages of this group that may wait for one socket; ``slow_consumer``:
+    what one more does, ``"close"`` (the socket, with 1008), ``"drop_oldest"`` (the oldest of
+    the group's queued messages for that socket) or ``"drop_new"`` (the new message, for that
+    socket). Either left out is ``WEBSOCKET_GROUPS``'s ``QUEUE_SIZE`` or ``SLOW_CONSUMER``.
+    A ``group`` ending in ``*`` configures every group whose name starts with what precedes it
+    (``"ticker:*"``); an exact name wins over prefixes, and a longer prefix over a shorter one.
+    Called with neither option, it removes what was configured for ``group``.
+
+    Applies to the messages delivered from then on, in this process (call it where every
+    process runs it, such as an ``AppConfig.ready()``); it outlives changes of the settings.
+    """
+    base.configure(group, slow_consumer=slow_consumer, queue_size=queue_size)
+
+
+def stats() -> dict[str, Any]:
+    """Counters of this process's group deliveries since its backend was built, as a dict::
+
+        {"total": {"delivered": ..., "dropped_oldest": ..., "dropped_new": ..., "closed_slow": ...,
+                   "members": ..., "queued": ..., "behind": ...},
+         "groups": {"ticker": {"delivered": ..., "dropped_oldest": ..., "dropped_new": ...,
+                               "closed_slow": ..., "members": ..., "queued": ..., "behind": ...}}}
+
+    ``delivered``: messages written to a member's connection (a frame that one message to 1,000
+    members wrote counts 1,000); ``dropped_oldest``, ``dropped_new``: messages a full queue
+    dropped; ``closed_slow``: sockets closed with 1008 for being too slow; ``members``: sockets
+    in groups (in the totals: sockets in any group); ``queued``: messages waiting now;
+    ``behind``: sockets with messages waiting now. A group is listed while it has members in
+    this process, and for a minute or more after its last member left; the totals keep all.
+    The backend's own counters come beside ``total`` and ``groups`` (Redis: ``subscriber_*``).
+    """
+    return get_backend().stats()  # type: ignore[no-any-return]  # until groups/base.py is typed
 
 
 class GroupsMixin:

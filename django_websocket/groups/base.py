@@ -1,30 +1,58 @@
-"""What every group backend shares: the sockets of this process that joined groups, and their
-outgoing queues.
+"""What every group backend shares: the sockets of this process that joined groups, their
+outgoing queues, and what happens to the sockets that cannot keep up.
 
 A backend carries a group message to every process that holds members (the in-memory backend:
 only this one; Redis: those subscribed to the group), and each process then hands it to its own members with
-:meth:`BaseGroupBackend.deliver`. Delivery never blocks the sender: each member socket has a
-bounded :class:`Outbox` emptied by a sender thread of its own (a greenlet under gevent's
-monkey-patching), which writes through the socket's thread-safe ``send``. A socket whose outbox
-overflows cannot keep up; it is closed with 1008 instead of letting memory grow.
+:meth:`BaseGroupBackend.deliver`. Delivery never blocks the sender: it writes each member's frame
+at once when the socket takes it without waiting and nothing is queued before it (the usual
+case: no thread switch, no thread per member). A member that is behind (its socket's buffers are
+full, or another thread is writing to it) gets a bounded :class:`Outbox` queue and, while it has
+messages waiting, a sender thread of its own (a greenlet under gevent's monkey-patching) that
+writes them through the socket's thread-safe ``send`` and ends once it caught up. What happens
+when that queue is full is the group's *slow-consumer policy*: close the socket with 1008 (the
+default), drop the oldest queued message, or drop the new one.
 """
 
 import collections
+import inspect
 import logging
 import os
+import socket
 import threading
 import time
 from typing import Any, NamedTuple
 
 from ..exceptions import ConnectionClosed, WebSocketError
 from ..frames import CloseCode
+from ..websocket import CLOSED as _CLOSED_STATE
 
-__all__ = ["BaseGroupBackend", "BackendUnavailable", "Member", "Outbox", "validate_group"]
+__all__ = [
+    "BaseGroupBackend",
+    "BackendUnavailable",
+    "Member",
+    "Outbox",
+    "Policy",
+    "SLOW_CONSUMER_POLICIES",
+    "configure",
+    "validate_group",
+]
 
 logger = logging.getLogger("django_websocket.groups")
 
 #: Longest group name accepted, in characters (names travel with every message on Redis).
 MAX_GROUP_NAME = 200
+
+#: The slow-consumer policies: what a member's full queue does with one more message of a group.
+CLOSE, DROP_OLDEST, DROP_NEW = "close", "drop_oldest", "drop_new"
+SLOW_CONSUMER_POLICIES = (CLOSE, DROP_OLDEST, DROP_NEW)
+
+# What Outbox.put did with a message (indexes of the tally in BaseGroupBackend.deliver).
+SENT, QUEUED, DROPPED_OLDEST, DROPPED_NEW, CLOSED, REFUSED = range(6)
+
+# How an Outbox hands messages to its connection.
+_DIRECT = 0  # a WebSocket: _send_now() at once when nothing waits, a sender thread when behind
+_QUEUES = 1  # an async ASGI connection: its _send_threadsafe() only queues for the event loop
+_THREAD = 2  # anything else (an ASGI connection of a def view): always through a sender thread
 
 
 class BackendUnavailable(WebSocketError):
@@ -58,60 +86,292 @@ def validate_group(group):
     return group
 
 
-class Outbox:
-    """The group messages waiting to go out on one socket, and the thread that sends them.
+class Policy:
+    """How one group treats a member that cannot keep up: ``slow_consumer`` (one of
+    :data:`SLOW_CONSUMER_POLICIES`) once ``queue_size`` of the group's messages wait for it."""
 
-    ``put`` never blocks: past ``limit`` queued messages the socket is deemed too slow, the
-    queue is dropped and the connection failed with 1008 (``fail`` never waits for the socket).
+    __slots__ = ("slow_consumer", "queue_size")
+
+    def __init__(self, slow_consumer=CLOSE, queue_size=1000):
+        if slow_consumer not in SLOW_CONSUMER_POLICIES:
+            raise ValueError(
+                f"the slow-consumer policy is one of {', '.join(map(repr, SLOW_CONSUMER_POLICIES))}, "
+                f"not {slow_consumer!r}"
+            )
+        if not isinstance(queue_size, int) or isinstance(queue_size, bool) or queue_size < 1:
+            raise ValueError(f"a group's queue size is an int of at least 1, not {queue_size!r}")
+        self.slow_consumer = slow_consumer
+        self.queue_size = queue_size
+
+    def __eq__(self, other):
+        return isinstance(other, Policy) and (self.slow_consumer, self.queue_size) == (
+            other.slow_consumer,
+            other.queue_size,
+        )
+
+    def __hash__(self):
+        return hash((self.slow_consumer, self.queue_size))
+
+    def __repr__(self):
+        return f"Policy({self.slow_consumer!r}, queue_size={self.queue_size})"
+
+
+# --- per-group configuration (groups.configure) ---------------------------------------------------
+
+# Process-wide, so that it outlives the backend (rebuilt when WEBSOCKET_GROUPS changes): a group
+# name, or a prefix ending in "*", -> (slow_consumer or None, queue_size or None), None meaning
+# the WEBSOCKET_GROUPS default. Replaced whole on each change: readers never take a lock.
+_configured: dict[str, tuple[str | None, int | None]] = {}
+_prefixes: tuple[tuple[str, tuple[str | None, int | None]], ...] = ()  # longest prefix first
+_configure_lock = threading.Lock()
+
+
+def configure(group, *, slow_consumer=None, queue_size=None):
+    """See :func:`django_websocket.groups.configure`."""
+    global _configured, _prefixes
+    if not isinstance(group, str):
+        raise TypeError(f"a group name must be a str, not {type(group).__name__}")
+    prefix = group.endswith("*")
+    if prefix:
+        if len(group) - 1 > MAX_GROUP_NAME:
+            raise ValueError(f"a group prefix has at most {MAX_GROUP_NAME} characters")
+    else:
+        validate_group(group)
+    # Checked now, against placeholder defaults: a mistake fails here, not at the first delivery.
+    Policy(slow_consumer or CLOSE, 1 if queue_size is None else queue_size)
+    with _configure_lock:
+        configured = dict(_configured)
+        if slow_consumer is None and queue_size is None:
+            configured.pop(group, None)
+        else:
+            configured[group] = (slow_consumer, queue_size)
+        prefixes = [(name[:-1], options) for name, options in configured.items() if name.endswith("*")]
+        prefixes.sort(key=lambda item: len(item[0]), reverse=True)
+        _configured, _prefixes = configured, tuple(prefixes)
+
+
+def _options_of(group):
+    # The configured (slow_consumer, queue_size) of a group, or None.
+    configured = _configured
+    if not configured:
+        return None
+    options = configured.get(group)
+    if options is None:
+        for prefix, candidate in _prefixes:
+            if group.startswith(prefix):
+                return candidate
+    return options
+
+
+# --- counters --------------------------------------------------------------------------------------
+
+
+class _Counters:
+    """What happened to one group's messages in this process (or, for the totals, to all)."""
+
+    __slots__ = (
+        "delivered", "dropped_oldest", "dropped_new", "closed_slow", "totals", "lock", "logged_at", "unlogged",
+        "empty_since",
+    )  # fmt: skip
+
+    def __init__(self, lock, totals=None):
+        self.delivered = self.dropped_oldest = self.dropped_new = self.closed_slow = 0
+        self.totals = totals
+        self.lock = lock  # the backend's: counters of several groups change together
+        self.logged_at = None  # time.monotonic() of the last log line about this group's drops
+        self.unlogged = None  # [dropped_oldest, dropped_new, closed_slow] since that line
+        self.empty_since = None  # time.monotonic() the group was first seen without members here
+
+    def count_delivered(self):
+        # A sender thread wrote one queued message.
+        with self.lock:
+            self.delivered += 1
+            self.totals.delivered += 1
+
+    def as_dict(self):
+        return {
+            "delivered": self.delivered,
+            "dropped_oldest": self.dropped_oldest,
+            "dropped_new": self.dropped_new,
+            "closed_slow": self.closed_slow,
+        }
+
+
+# --- one member's queue ---------------------------------------------------------------------------
+
+
+class _Pending:
+    # One group's messages waiting in one outbox, as (sequence number, message).
+    __slots__ = ("messages", "counters")
+
+    def __init__(self, counters):
+        self.messages = collections.deque()
+        self.counters = counters
+
+
+def _head_seq(item):
+    return item[1].messages[0][0]
+
+
+def _mode_of(websocket):
+    if hasattr(websocket, "_send_now"):
+        return _DIRECT
+    if hasattr(websocket, "_send_threadsafe") and inspect.iscoroutinefunction(getattr(type(websocket), "send", None)):
+        return _QUEUES
+    return _THREAD
+
+
+class Outbox:
+    """The group messages waiting to go out on one socket.
+
+    :meth:`put` never blocks. When nothing waits and the socket takes the frame at once, the
+    message is written there and then; else it is queued, and a sender thread (started then, and
+    ending once the queue is empty) writes the queue in order. Each group's messages wait in a
+    queue of their own, bounded by the group's :class:`Policy`, so that a socket in several groups
+    keeps each group's policy; one sequence number across them keeps the order they came in.
     """
+
+    __slots__ = (
+        "websocket", "limit", "groups", "_on_done", "_lock", "_queues", "_queued", "_seq", "_sender",
+        "_finished", "_mode", "_ready",
+    )  # fmt: skip
+
+    #: Seconds a sender thread of a connection without direct writes (an ASGI connection of a
+    #: ``def`` view, a TLS socket) waits for more before it ends: such a connection gets every
+    #: message through its thread.
+    linger = 5.0
 
     def __init__(self, websocket, limit, on_done):
         self.websocket = websocket
-        self.limit = limit
+        self.limit = limit  # the queue size of put() calls that name no policy
         self.groups = set()  # guarded by the backend's lock
         self._on_done = on_done  # called once the outbox is finished, to drop the membership
-        self._queue = collections.deque()
-        self._ready = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._queues = None  # group -> _Pending, while messages wait (None: nothing waits)
+        self._queued = 0
+        self._seq = 0
+        # Whether a sender thread runs (the socket is behind): a message then waits its turn
+        # in the queue, so that none overtakes another.
+        self._sender = False
         self._finished = False
-        self._thread = threading.Thread(
-            target=self._run, name=f"websocket-group-sender-{websocket.id[:8]}", daemon=True
-        )
-        self._thread.start()
+        self._mode = _mode_of(websocket)
+        self._ready = None  # the lingering sender's Condition (_THREAD mode), made with it
 
-    def put(self, message):
-        """Queue ``message``; False if the outbox is finished or just overflowed."""
-        with self._ready:
+    def put(self, message, group=None, policy=None, counters=None):
+        """Hand ``message`` (of ``group``) to the socket, or queue it; never blocks. Returns what
+        was done: ``SENT``, ``QUEUED``, ``DROPPED_OLDEST`` (queued, the group's oldest queued
+        message dropped), ``DROPPED_NEW``, ``CLOSED`` (the socket was too slow: it is failed
+        with 1008), or ``REFUSED`` (the outbox is finished)."""
+        websocket = self.websocket
+        if self._mode == _DIRECT and not self._sender and not self._finished:
+            # Without the outbox's lock: it is the socket's write lock, taken or not by
+            # _send_now, that keeps the order. A message of this thread queued earlier keeps
+            # the sender running until it is written, so this one cannot overtake it; two
+            # deliveries from two threads at once have no order between them anyway, and
+            # whichever _send_now finds the lock taken, or _out not empty, queues below.
+            if websocket._send_now(message):
+                if websocket._out:
+                    self._follow_up()  # the socket took part of the frame: the rest is ours
+                return SENT
+        if policy is None:
+            policy = Policy(CLOSE, self.limit)
+        with self._lock:
             if self._finished:
-                return False
-            if len(self._queue) < self.limit:
-                self._queue.append(message)
-                self._ready.notify()
-                return True
-            self._finished = True
-            self._queue.clear()
-            self._ready.notify()
-        logger.warning(
-            "WebSocket %s is too slow for its group messages (%d queued): closing it with 1008",
-            self.websocket.id,
-            self.limit,
-        )
-        self._on_done(self.websocket)
+                return REFUSED
+            if self._mode == _QUEUES and not self._sender:
+                # Only queues for the event loop's writer, under the connection's lock.
+                try:
+                    websocket._send_threadsafe(message)
+                except ConnectionClosed:
+                    return REFUSED
+                return SENT
+            result = self._queue_locked(message, group, policy, counters)
+            start = False
+            if result != CLOSED and result != DROPPED_NEW:
+                if not self._sender:
+                    self._sender = start = True
+                elif self._ready is not None:
+                    self._ready.notify()
+        if result == CLOSED:
+            self._too_slow()
+        elif start:
+            self._start_sender()
+        return result
+
+    def _follow_up(self):
+        # The rest of a frame _send_now wrote in part waits in _out: a sender gets it written
+        # (a view that only reads never writes), and whatever comes meanwhile queues behind it.
+        with self._lock:
+            if self._finished or self._sender:
+                return
+            self._sender = True
+        self._start_sender()
+
+    def _queue_locked(self, message, group, policy, counters):
+        queues = self._queues
+        if queues is None:
+            queues = self._queues = {}
+        pending = queues.get(group)
+        if pending is None:
+            pending = queues[group] = _Pending(counters)
+        messages = pending.messages
+        result = QUEUED
+        if len(messages) >= policy.queue_size:
+            kind = policy.slow_consumer
+            if kind == DROP_NEW:
+                return DROPPED_NEW
+            if kind == DROP_OLDEST:
+                messages.popleft()
+                self._queued -= 1
+                result = DROPPED_OLDEST
+            else:
+                self._finish_locked()
+                return CLOSED
+        messages.append((self._seq, message))
+        self._seq += 1
+        self._queued += 1
+        return result
+
+    def _too_slow(self):
+        websocket = self.websocket
+        logger.debug("WebSocket %s is too slow for its group messages: closing it with 1008", websocket.id)
+        self._on_done(websocket)
         self._fail("too slow for group messages")
-        return False
+
+    def _start_sender(self):
+        # Called by whoever set self._sender, under the lock.
+        try:
+            threading.Thread(
+                target=self._run, name=f"websocket-group-sender-{self.websocket.id[:8]}", daemon=True
+            ).start()
+        except RuntimeError:  # no thread to be had (a process limit): this socket cannot be served
+            logger.exception("No sender thread for WebSocket %s: closing it", self.websocket.id)
+            with self._lock:
+                self._finish_locked()
+            self._too_slow()
 
     def finish(self):
         """Stop sending (the socket closed or was discarded); queued messages are dropped."""
-        with self._ready:
-            self._finished = True
-            self._queue.clear()
+        with self._lock:
+            woke = self._finish_locked()
+        if woke:
+            # Let the woken sender end now. When one thread finishes many outboxes in a row (a
+            # shutdown closing every socket from one thread), the senders it woke would
+            # otherwise all wait for the GIL at once and slow that thread down several times.
+            time.sleep(0)
+
+    def _finish_locked(self):
+        sender, self._sender = self._sender, False
+        self._finished = True
+        self._queues = None
+        self._queued = 0
+        if self._ready is not None and sender:
             self._ready.notify()
-        # Let the woken sender end now. When one thread finishes many outboxes in a row (a
-        # shutdown closing every socket from one thread), the senders it woke would otherwise
-        # all wait for the GIL at once and slow that thread down several times over.
-        time.sleep(0)
+            return True
+        return False
 
     def __len__(self):
-        return len(self._queue)
+        return self._queued
 
     def _fail(self, reason):
         try:
@@ -119,17 +379,50 @@ class Outbox:
         except Exception:  # the connection may already be gone in any way: nothing left to do
             logger.debug("Failing slow WebSocket %s", self.websocket.id, exc_info=True)
 
+    def _pop_locked(self):
+        queues = self._queues
+        if len(queues) == 1:
+            group, pending = next(iter(queues.items()))
+        else:
+            group, pending = min(queues.items(), key=_head_seq)
+        _, message = pending.messages.popleft()
+        self._queued -= 1
+        if not pending.messages:
+            del queues[group]
+            if not queues:
+                self._queues = None
+        return message, pending.counters
+
     def _run(self):
         websocket = self.websocket
+        direct = self._mode == _DIRECT
+        # A connection that takes no direct write (TLS: _send_now declines) gets every message
+        # through this thread: it lingers, as for an ASGI connection, rather than start anew
+        # for each message.
+        linger = not direct or type(websocket._sock) is not socket.socket
         # The thread-safe send of an async connection (whose send() is a coroutine).
         send = getattr(websocket, "_send_threadsafe", None) or websocket.send
         while True:
-            with self._ready:
-                while not self._queue and not self._finished:
-                    self._ready.wait()
+            if direct and websocket._out:
+                # The rest of a frame the socket took in part (and what queued behind it).
+                websocket._flush(blocking=True)
+            with self._lock:
                 if self._finished:
                     return
-                message = self._queue.popleft()
+                if self._queues is None and linger:
+                    # Linger: a connection without direct writes gets every message from here.
+                    if self._ready is None:
+                        self._ready = threading.Condition(self._lock)
+                    self._ready.wait(self.linger)
+                    if self._finished:
+                        return
+                if self._queues is None:
+                    if direct and websocket._out and websocket._state is not _CLOSED_STATE:
+                        continue  # queued while we looked: write it before ending
+                    # Caught up: the next message goes directly again.
+                    self._sender = False
+                    return
+                message, counters = self._pop_locked()
             try:
                 send(message)
             except ConnectionClosed:
@@ -137,6 +430,8 @@ class Outbox:
             except Exception:
                 logger.exception("Sending a group message to WebSocket %s failed", websocket.id)
                 break
+            if counters is not None:
+                counters.count_delivered()
         self.finish()
         self._on_done(websocket)
 
@@ -172,6 +467,7 @@ class BaseGroupBackend:
         self._outboxes = {}  # websocket -> Outbox
         # group -> {socket id: Member}, beside _groups: who is in each group (presence).
         self._present = {}
+        self._init_delivery(config)
 
     # --- membership (called through request.websocket.join / leave) -------------------------
 
@@ -305,7 +601,8 @@ class BaseGroupBackend:
         raise NotImplementedError
 
     def deliver(self, group, message, exclude=frozenset()):
-        """Queue ``message`` for this process's members of ``group``; returns how many."""
+        """Hand ``message`` to this process's members of ``group``, or queue it for those that
+        are behind; returns how many got it or have it queued."""
         members = self._groups.get(group)
         if members is None:
             return 0
@@ -315,13 +612,165 @@ class BaseGroupBackend:
                 snapshot = members.snapshot
                 if snapshot is None:
                     snapshot = members.snapshot = tuple(members.outboxes)
-        count = 0
-        for outbox in snapshot:
-            if exclude and outbox.websocket.id in exclude:
+        policy = self.policy(group)
+        counters = self._group_counters_of(group)
+        tally = [0, 0, 0, 0, 0, 0]  # by what Outbox.put did: SENT, QUEUED, DROPPED_OLDEST, ...
+        if exclude:
+            for outbox in snapshot:
+                if outbox.websocket.id not in exclude:
+                    tally[outbox.put(message, group, policy, counters)] += 1
+        else:
+            for outbox in snapshot:
+                tally[outbox.put(message, group, policy, counters)] += 1
+        self._tally(group, counters, policy, tally)
+        return tally[SENT] + tally[QUEUED] + tally[DROPPED_OLDEST]
+
+    # --- slow consumers and counters ----------------------------------------------------------
+
+    #: Seconds between two log lines about one group's slow consumers; the events between are
+    #: summed up in the next line, and every one is counted in :meth:`stats`.
+    slow_log_interval = 10.0
+
+    def _init_delivery(self, config):
+        # Read once per backend: a change of WEBSOCKET_GROUPS builds a new backend.
+        try:
+            self._default_policy = Policy(config.get("SLOW_CONSUMER", CLOSE), config["QUEUE_SIZE"])
+        except ValueError as exc:
+            from django.core.exceptions import ImproperlyConfigured
+
+            raise ImproperlyConfigured(f"WEBSOCKET_GROUPS: {exc}") from exc
+        self._policies = {}  # configured options -> Policy, with this backend's defaults
+        self._delivery_lock = threading.Lock()
+        self._delivery_totals = _Counters(self._delivery_lock)
+        self._group_counters = {}  # group -> _Counters; see stats() for when an entry is forgotten
+        self._group_counters_bound = 1024
+
+    def policy(self, group):
+        """The :class:`Policy` of ``group``: its :func:`~django_websocket.groups.configure`
+        options, else those of ``WEBSOCKET_GROUPS``."""
+        options = _options_of(group)
+        if options is None:
+            return self._default_policy
+        policy = self._policies.get(options)
+        if policy is None:
+            slow_consumer, queue_size = options
+            default = self._default_policy
+            policy = Policy(slow_consumer or default.slow_consumer, queue_size or default.queue_size)
+            if len(self._policies) > 1000:  # configure() called in a loop: keep the cache small
+                self._policies.clear()
+            self._policies[options] = policy
+        return policy
+
+    def _group_counters_of(self, group):
+        counters = self._group_counters.get(group)
+        if counters is None:
+            with self._delivery_lock:
+                counters = self._group_counters.get(group)
+                if counters is None:
+                    if len(self._group_counters) >= self._group_counters_bound:
+                        self._forget_counters_locked()
+                    counters = self._group_counters[group] = _Counters(self._delivery_lock, self._delivery_totals)
+        return counters
+
+    #: Seconds the counters of a group are kept after it was first seen without members here.
+    counters_kept_for = 60.0
+
+    def _forget_counters_locked(self, members=None):
+        # Forget the counters of the groups that have had no members here for a while (their
+        # counts stay in the totals); the bound doubles past what is left, so that this costs
+        # O(1) per group over time.
+        members = self._groups if members is None else members
+        now = time.monotonic()
+        kept = {}
+        for group, counters in self._group_counters.items():
+            if group in members:
+                counters.empty_since = None
+            elif counters.empty_since is None:
+                counters.empty_since = now
+            elif now - counters.empty_since > self.counters_kept_for:
                 continue
-            if outbox.put(message):
-                count += 1
-        return count
+            kept[group] = counters
+        self._group_counters = kept
+        self._group_counters_bound = max(1024, 2 * len(kept))
+
+    def _tally(self, group, counters, policy, tally):
+        sent, _, dropped_oldest, dropped_new, closed, _ = tally  # in the order of SENT, QUEUED, ...
+        slow = dropped_oldest or dropped_new or closed
+        if not sent and not slow:
+            return
+        report = None
+        with self._delivery_lock:
+            totals = self._delivery_totals
+            counters.delivered += sent
+            totals.delivered += sent
+            if not slow:
+                return
+            counters.dropped_oldest += dropped_oldest
+            counters.dropped_new += dropped_new
+            counters.closed_slow += closed
+            totals.dropped_oldest += dropped_oldest
+            totals.dropped_new += dropped_new
+            totals.closed_slow += closed
+            unlogged = counters.unlogged
+            if unlogged is None:
+                unlogged = counters.unlogged = [0, 0, 0]
+            unlogged[0] += dropped_oldest
+            unlogged[1] += dropped_new
+            unlogged[2] += closed
+            now = time.monotonic()
+            if counters.logged_at is None or now - counters.logged_at >= self.slow_log_interval:
+                report, counters.unlogged = unlogged, None
+                since, counters.logged_at = counters.logged_at, now
+        if report is not None:
+            self._log_slow(group, policy, report, None if since is None else now - since)
+
+    def _log_slow(self, group, policy, report, since):
+        dropped_oldest, dropped_new, closed = report
+        what = []
+        if closed:
+            what.append(f"closed {closed} socket{'s' * (closed != 1)} with 1008")
+        if dropped_oldest:
+            what.append(f"dropped the oldest queued message {dropped_oldest} time{'s' * (dropped_oldest != 1)}")
+        if dropped_new:
+            what.append(f"dropped {dropped_new} new message{'s' * (dropped_new != 1)}")
+        logger.warning(
+            "Group %r: sockets too slow for its messages (more than %d queued, policy %r): %s%s; "
+            "counted in groups.stats()",
+            group,
+            policy.queue_size,
+            policy.slow_consumer,
+            ", ".join(what),
+            "" if since is None else f" in the last {since:.0f}s",
+        )
+
+    def stats(self):
+        """Counters of this process's deliveries: see :func:`django_websocket.groups.stats`."""
+        with self._lock:
+            outboxes = list(self._outboxes.values())
+            memberships = {group: tuple(m.outboxes) for group, m in self._groups.items()}
+        queued = {}  # group -> messages waiting
+        behind = set()
+        for outbox in outboxes:
+            with outbox._lock:
+                queues = outbox._queues
+                if queues is not None:
+                    for group, pending in queues.items():
+                        queued[group] = queued.get(group, 0) + len(pending.messages)
+            if outbox._sender or queues is not None:
+                behind.add(outbox)
+        with self._delivery_lock:
+            self._forget_counters_locked(memberships)
+            groups = {group: counters.as_dict() for group, counters in self._group_counters.items()}
+            total = self._delivery_totals.as_dict()
+        for group in memberships:
+            groups.setdefault(group, {"delivered": 0, "dropped_oldest": 0, "dropped_new": 0, "closed_slow": 0})
+        for group, entry in groups.items():
+            members = memberships.get(group, ())
+            entry["members"] = len(members)
+            entry["queued"] = queued.get(group, 0)
+            entry["behind"] = sum(outbox in behind for outbox in members)
+        total.update(members=len(outboxes), queued=sum(queued.values()), behind=len(behind))
+        return {"total": total, "groups": groups}
 
     # --- life cycle ---------------------------------------------------------------------------
 

@@ -69,6 +69,7 @@ class GeventWebSocketAdapter:
             accepted=True,
             wait_readable=_gevent.ReadableWaiter().wait,
             writable_now=_gevent.writable_now,
+            send_now=_gevent.send_now,
             lock=_gevent.WriteLock,
         )
         environ[ENVIRON_KEY] = handover
