@@ -402,7 +402,9 @@ def serve(
         return _serve(request, websocket, view, args, kwargs)
     finally:
         del _websocket_of_thread[thread]
-        if websocket.accepted:
+        if getattr(websocket, "detached", False):
+            pass  # the reactor has it (WebSocket.detach): the request ends, the connection lives
+        elif websocket.accepted:
             # The view returned: nothing else uses the socket now (see WebSocket._release).
             websocket._release()
         else:
@@ -440,7 +442,8 @@ def _serve(
         if response is not None:
             return response
         websocket.accept()
-    websocket.close()
+    if not getattr(websocket, "detached", False):
+        websocket.close()
     return UpgradeResponse()
 
 

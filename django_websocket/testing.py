@@ -226,7 +226,7 @@ class WebSocketClient:
             "GET", path, secure=secure, headers=headers, **{**handshake, **extra}
         )
         view_sock, self._sock = socket.socketpair()
-        self._handover = Handover(lambda: (view_sock, b""))
+        self._handover = Handover(lambda: (view_sock, b""), detachable=True)
         environ[ENVIRON_KEY] = self._handover
 
         shared = _connections_to_share()

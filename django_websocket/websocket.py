@@ -62,6 +62,8 @@ if TYPE_CHECKING:
 
     from typing_extensions import Self
 
+    from .reactor import OnMessage
+
 _T = TypeVar("_T")
 
 __all__ = [
@@ -218,6 +220,10 @@ class _OpenConnection(Protocol):
     def _end(self, reason: str, *, clean: bool) -> None: ...
 
 
+def _taken() -> tuple[Socket, bytes]:
+    raise InvalidState("the connection was already handed over")
+
+
 class Handover:
     """How a server lends a connection's socket to the application.
 
@@ -245,6 +251,7 @@ class Handover:
         writable_now: Callable[[Socket], bool] | None = None,
         send_now: Callable[[Socket, bytes], int] | None = None,
         lock: Callable[[], Lock] | None = None,
+        detachable: bool = False,
     ) -> None:
         self._take = take
         self.accepted = accepted
@@ -253,12 +260,21 @@ class Handover:
         self.send_now = send_now
         self.lock = lock
         self.taken = False
+        #: Whether the server lets the connection outlive its view (``WebSocket.detach()``):
+        #: once ``detached`` is set, it must neither read, shut down nor close the socket.
+        self.detachable = detachable
+        self.detached = False
 
     def take(self) -> tuple[Socket, bytes]:
         if self.taken:
             raise InvalidState("the connection was already handed over")
         self.taken = True
         return self._take()
+
+    def release_references(self) -> None:
+        """Forget what taking the connection needed (the server's handler, its request): a
+        detached connection keeps its handover for as long as it lives."""
+        self._take = _taken
 
 
 class WebSocket:
@@ -277,7 +293,8 @@ class WebSocket:
         "_response_headers", "_subprotocol", "_state", "_sock", "_proto", "_messages", "_queued_bytes", "_out",
         "_write_lock", "_recv_lock", "_state_lock", "_last_pull", "_poller", "_close_deadline",
         "_closing_locally", "_clean_end", "_ended", "last_received", "_pong_waiters", "_close_callbacks",
-        "ping_sent", "idle_timeout", "_on_idle", "end_reason", "_released", "__dict__", "__weakref__",
+        "ping_sent", "idle_timeout", "_on_idle", "end_reason", "_released", "_detached", "_detached_busy",
+        "__dict__", "__weakref__",
     )  # fmt: skip
 
     # Set by accept(), None before: every use is after accept() or checks for None first, so
@@ -352,6 +369,9 @@ class WebSocket:
         #: Why the connection ended, once it did (for logs and tests), else None.
         self.end_reason: str | None = None
         self._released = False
+        # The OnMessage policy, once detach() handed the connection to the reactor.
+        self._detached: OnMessage | None = None
+        self._detached_busy = False  # a worker runs its on_message callback
 
     # --- the opening handshake ----------------------------------------------------------------
 
@@ -1118,6 +1138,77 @@ class WebSocket:
                 self._write_lock.release()
             if got_recv:
                 self._recv_lock.release()
+
+    # --- detaching ------------------------------------------------------------------------------
+
+    @property
+    def detached(self) -> bool:
+        """Whether :meth:`detach` handed the connection to the reactor."""
+        return self._detached is not None
+
+    def detach(self, on_message: Any = "ignore") -> None:
+        """Hand the connection to this process's reactor (:mod:`django_websocket.reactor`): the
+        view may return, and everything it held (the request, its thread or greenlet, its
+        database connections) is released, while the connection stays open.
+
+        The reactor answers pings and closes, keepalive goes on, and group messages reach the
+        socket as before; ``send()``, ``close()`` and ``fail()`` keep working from any thread.
+        ``on_message`` says what becomes of the data messages the client sends from then on:
+        ``"ignore"`` (dropped), ``("close", code[, reason])`` (the first one closes the
+        connection with that code), or a callable ``callback(websocket, message)`` run on the
+        reactor's small pool of workers, one message at a time, in order (see
+        :class:`~django_websocket.reactor.OnMessage`). Messages received before ``detach()``
+        and not yet read meet the same policy.
+
+        Raises :exc:`~django_websocket.exceptions.ConnectionClosed` if the connection is over,
+        and :exc:`~django_websocket.exceptions.InvalidState` when the server cannot keep a
+        connection its view returned from (see the deployment guides).
+        """
+        from .reactor import OnMessage, get_reactor
+
+        policy = OnMessage(on_message)
+        self._ensure_accepted()
+        if not getattr(self._handover, "detachable", False):
+            raise InvalidState(
+                "this server cannot keep a WebSocket open after its view returns: detach() needs "
+                "runserver, the gevent server, gunicorn's workers of django_websocket, or an ASGI server"
+            )
+        with self._state_lock:
+            if self._state is CLOSED:
+                raise self._closed_error()
+            if self._detached is not None:
+                raise InvalidState("the WebSocket was already detached")
+            self._detached = policy
+        # The server keeps its hands off the socket from now on (see the adapters), and what
+        # the handover refers to (the server's request handler) need not stay in memory.
+        self._handover.detached = True
+        self._handover.release_references()
+        self._on_idle = None
+        get_reactor().add(self)
+
+    def _drop_messages(self) -> None:
+        # The reactor's "ignore" policy: unread messages are forgotten.
+        self._messages = None
+        self._queued_bytes = 0
+
+    def _close_descriptor(self) -> None:
+        """The reactor's last step of a detached connection: close its socket (it ended, and
+        the peer's FIN came or its time is up). Never blocks."""
+        if self._state is not CLOSED:
+            self._end("released while open", clean=False)
+        if self._released:
+            return
+        self._released = True
+        if self._poller is not None:
+            try:
+                self._poller.unregister(self._sock)
+            except (KeyError, ValueError, OSError):
+                pass
+            self._poller = None
+        try:
+            self._sock.close()
+        except OSError:
+            pass
 
     def __repr__(self) -> str:
         return f"<WebSocket {self.handshake.path!r} {self._state.value}>"

@@ -96,3 +96,12 @@ urlpatterns += [
     path("async/groups/send", async_views.group_send),
     path("async/record", async_views.record),
 ]
+
+# Detached sockets (tests/test_detach.py).
+from . import detach_views  # noqa: E402
+
+urlpatterns += [
+    path("detach/notify", detach_views.notify),
+    path("detach/attached", detach_views.attached),
+    path("detach/status", detach_views.status),
+]

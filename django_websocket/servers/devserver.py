@@ -58,6 +58,14 @@ class _UpgradableWriter:
         return getattr(self._wfile, name)
 
 
+class _DetachedConnection:
+    """What a handler's ``connection`` becomes once its socket belongs to a detached WebSocket:
+    shutting it down does nothing."""
+
+    def shutdown(self, how: int) -> None:
+        pass
+
+
 class WebSocketRequestHandlerMixin(_HandlerBase):
     """Adds a :class:`~django_websocket.websocket.Handover` to each request's environ, and gives
     a client :setting:`WEBSOCKET_HANDSHAKE_TIMEOUT` seconds for each request head."""
@@ -87,13 +95,26 @@ class WebSocketRequestHandlerMixin(_HandlerBase):
             self.close_connection = True
         finally:
             self._head_reader.end()
+        handover = getattr(self, "_handover", None)
+        if handover is not None and handover.detached:
+            # Django's handle() shuts the connection down once its requests are done: not this
+            # one's, which the reactor keeps (WebSocket.detach).
+            self.connection = _DetachedConnection()  # type: ignore[assignment]
 
     def get_environ(self) -> dict[str, Any]:
         # The head is read.
         self._head_reader.end()
         environ: dict[str, Any] = super().get_environ()
-        environ[ENVIRON_KEY] = Handover(self._hand_over)
+        self._handover = environ[ENVIRON_KEY] = Handover(self._hand_over, detachable=True)
         return environ
+
+    def finish(self) -> None:
+        super().finish()
+        handover = getattr(self, "_handover", None)
+        if handover is not None and handover.detached:
+            # The connection outlives its view (WebSocket.detach): the server must not shut
+            # down or close its socket when this handler is done (see WebSocketServerMixin).
+            self.server._detached_requests.add(self.request)  # type: ignore[attr-defined]
 
     def _hand_over(self) -> tuple[socket.socket, bytes]:
         # No more HTTP on this connection: no keep-alive, no response bytes.
@@ -132,6 +153,14 @@ class WebSocketServerMixin(_ServerBase):
                 {},
             )
         super().__init__(server_address, RequestHandlerClass, *args, **kwargs)
+        # Sockets of detached WebSockets (their handler is done, the reactor has them).
+        self._detached_requests: set[Any] = set()
+
+    def shutdown_request(self, request: Any) -> None:
+        if request in self._detached_requests:
+            self._detached_requests.discard(request)
+            return
+        super().shutdown_request(request)
 
 
 class WebSocketWSGIServer(WebSocketServerMixin, WSGIServer):

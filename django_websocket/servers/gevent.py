@@ -50,6 +50,8 @@ __all__ = [
     "send_now",
     "ReadableWaiter",
     "take_buffered",
+    "keep_if_detached",
+    "KeepsDetachedMixin",
     "untrack_greenlet_tree",
     "serve",
     "main",
@@ -288,6 +290,7 @@ class WebSocketHandlerMixin(RequestHeadDeadlineMixin):
             writable_now=writable_now,
             send_now=send_now,
             lock=WriteLock,
+            detachable=True,
         )
         return environ
 
@@ -299,6 +302,7 @@ class WebSocketHandlerMixin(RequestHeadDeadlineMixin):
         if isinstance(call, types.FunctionType):
             self.application = self.application.__call__  # type: ignore[operator]
         super().run_application()
+        keep_if_detached(self)
 
     def _hand_over(self) -> "tuple[Socket, bytes]":
         self.upgraded = True
@@ -317,11 +321,37 @@ class WebSocketHandlerMixin(RequestHeadDeadlineMixin):
         super().write(data)
 
 
+# The sockets of detached WebSockets whose handler is returning: their server must not close
+# them (KeepsDetachedMixin.do_close), the reactor has them (WebSocket.detach).
+_detached_sockets: set[Any] = set()
+
+
+def keep_if_detached(handler: Any) -> None:
+    """After a pywsgi handler ran the application: if the WebSocket was detached, let go of the
+    socket, so that neither the handler (which reads what is left and closes the socket when it
+    is done) nor its server (``do_close``) touch it again."""
+    handover = getattr(handler, "environ", {}).get(ENVIRON_KEY)
+    if handover is not None and handover.detached and handler.socket is not None:
+        _detached_sockets.add(handler.socket)
+        handler.socket = None
+
+
+class KeepsDetachedMixin:
+    """For a gevent ``StreamServer`` (``pywsgi.WSGIServer`` and its subclasses): leaves the
+    sockets of detached WebSockets open when their handler is done."""
+
+    def do_close(self, sock: Any, *args: Any) -> None:
+        if sock in _detached_sockets:
+            _detached_sockets.discard(sock)
+            return
+        super().do_close(sock, *args)  # type: ignore[misc]
+
+
 class WebSocketHandler(WebSocketHandlerMixin, pywsgi.WSGIHandler):
     """gevent's WSGI handler, able to hand a connection to a WebSocket view."""
 
 
-class WebSocketWSGIServer(pywsgi.WSGIServer):
+class WebSocketWSGIServer(KeepsDetachedMixin, pywsgi.WSGIServer):
     """``gevent.pywsgi.WSGIServer`` with :class:`WebSocketHandler`; needs monkey-patching."""
 
     handler_class = WebSocketHandler

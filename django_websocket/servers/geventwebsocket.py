@@ -71,6 +71,8 @@ class GeventWebSocketAdapter:
             writable_now=_gevent.writable_now,
             send_now=_gevent.send_now,
             lock=_gevent.WriteLock,
+            # Only our handler leaves a detached connection alone once its view returned.
+            detachable=isinstance(theirs.handler, GeventWebSocketHandler),
         )
         environ[ENVIRON_KEY] = handover
         _state_agreed_subprotocol(environ, theirs.handler)
@@ -106,7 +108,16 @@ class GeventWebSocketAdapter:
 # (gevent-websocket has no type information: its handler is Any to type checkers.)
 class GeventWebSocketHandler(_gevent.RequestHeadDeadlineMixin, _handler.WebSocketHandler):  # type: ignore[misc]
     """gevent-websocket's handler, with a deadline for each request head
-    (:setting:`WEBSOCKET_HANDSHAKE_TIMEOUT`), which it has none of."""
+    (:setting:`WEBSOCKET_HANDSHAKE_TIMEOUT`), which it has none of, and able to let a detached
+    WebSocket outlive its view (``WebSocket.detach()``)."""
+
+    def run_application(self) -> None:
+        super().run_application()
+        _gevent.keep_if_detached(self)
+
+
+class KeepsDetachedWebSocketServer(_gevent.KeepsDetachedMixin, WebSocketServer):  # type: ignore[misc]
+    """gevent-websocket's ``WebSocketServer``, leaving the sockets of detached WebSockets open."""
 
 
 def _take_over(theirs: Any) -> tuple[Any, bytes]:
@@ -168,7 +179,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m django_websocket.
         host,
         port,
         handler_class=GeventWebSocketHandler,
-        server_class=WebSocketServer,
+        server_class=KeepsDetachedWebSocketServer,
         backlog=options.backlog,
         log=None if options.no_access_log else "default",
     )

@@ -195,7 +195,8 @@ class _HandoverApplication:
         sock = environ.get("gunicorn.socket")
         if isinstance(sock, _UpgradableSocket):
             wait = _wait_readable_tls if isinstance(sock._sock, ssl.SSLSocket) else None
-            environ[ENVIRON_KEY] = Handover(sock.take, wait_readable=wait)
+            # Detachable: once upgraded, gunicorn's own closing of the connection does nothing.
+            environ[ENVIRON_KEY] = Handover(sock.take, wait_readable=wait, detachable=True)
         return self.application(environ, start_response)
 
 
@@ -275,9 +276,16 @@ class ThreadWorker(_ClosesWebSocketsOnExit, _GunicornThreadWorker):
 def _gevent_worker_base() -> type[_ClosesWebSocketsOnExit]:
     import gevent
 
-    from .gevent import untrack_greenlet_tree
+    from .gevent import KeepsDetachedMixin, untrack_greenlet_tree
 
     class GeventWorkerMixin(_ClosesWebSocketsOnExit):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            # The server leaves the sockets of detached WebSockets open (WebSocket.detach).
+            base = getattr(self, "server_class", None)
+            if base is not None and not issubclass(base, KeepsDetachedMixin):
+                self.server_class = type(base.__name__, (KeepsDetachedMixin, base), {})
+
         def init_process(self) -> None:
             untrack_greenlet_tree()
             super().init_process()
