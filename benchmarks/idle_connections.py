@@ -8,7 +8,10 @@ Run by hand (it is not a test), from the repository's root::
     .venv/bin/python benchmarks/idle_connections.py --join --counts 1000 5000
 
 ``--join``: each connection's view joins a group first (the in-memory backend), so that the
-difference with a run without it is what an idle group member costs.
+difference with a run without it is what an idle group member costs. ``--detach``: the view
+joins the group and detaches (``request.websocket.detach()``, a callback echoing): what an idle
+detached socket costs. ``--usual-middleware``: the middleware ``django-admin startproject``
+writes (sessions, CSRF, auth, messages, clickjacking) in front of the views.
 
 It starts the server (``python -m django_websocket.servers.gevent``, exactly as deployed, on
 127.0.0.1, with the test project's ``@require_websocket`` echo view behind its sessions, auth and
@@ -64,8 +67,10 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_server(name, port, profile, ping_interval=None):
+def start_server(name, port, profile, ping_interval=None, usual_middleware=False):
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    if usual_middleware:
+        env["BENCH_USUAL_MIDDLEWARE"] = "1"
     if ping_interval is not None:
         env["BENCH_PING_INTERVAL"] = str(ping_interval)
     if profile:
@@ -132,12 +137,12 @@ def raise_fd_limit(needed):
 async def run(options):
     port = free_port()
     raise_fd_limit(max(options.counts) + 200)
-    server = start_server(options.server, port, options.profile, options.ping_interval)
+    server = start_server(options.server, port, options.profile, options.ping_interval, options.usual_middleware)
     rows, clients = [], []
     try:
         # Warm-up: the first connections load code and fill caches that later ones share.
         warm = []
-        path = "/group-echo" if options.join else SERVERS[options.server][1]
+        path = "/detached-echo" if options.detach else "/group-echo" if options.join else SERVERS[options.server][1]
         failures = await open_clients("127.0.0.1", port, path, 50, warm)
         assert not failures, failures
         await echo_all(warm)
@@ -156,6 +161,9 @@ async def run(options):
                 print(f"{len(failures)} connections failed, e.g. {failures[0]!r}", file=sys.stderr)
             await asyncio.sleep(options.settle)
             rss = rss_kib(server.pid)
+            if options.trim:
+                trimmed = int(await asyncio.to_thread(http_get, port, "/trim"))
+                print(f"{len(clients)} connections: RSS {rss} KiB, {trimmed} KiB after malloc_trim", file=sys.stderr)
             cpu_before, wall_before = cpu_seconds(server.pid), time.monotonic()
             await asyncio.sleep(options.idle)
             idle_cpu = (cpu_seconds(server.pid) - cpu_before) / (time.monotonic() - wall_before) * 100
@@ -206,6 +214,9 @@ def main():
     parser.add_argument("--settle", type=float, default=3.0, help="Seconds to let connections go idle.")
     parser.add_argument("--idle", type=float, default=5.0, help="Seconds over which idle CPU is measured.")
     parser.add_argument("--join", action="store_true", help="Each connection joins a group first.")
+    parser.add_argument("--detach", action="store_true", help="Each connection joins a group and detaches.")
+    parser.add_argument("--trim", action="store_true", help="Also report RSS after the server's malloc_trim().")
+    parser.add_argument("--usual-middleware", action="store_true", help="startproject's middleware in front.")
     parser.add_argument("--profile", type=int, default=0, metavar="FRAMES", help="tracemalloc in the server.")
     parser.add_argument(
         "--ping-interval", type=float, metavar="SECONDS", help="WEBSOCKET_PING_INTERVAL for the server (0: off)."

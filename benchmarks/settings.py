@@ -22,3 +22,18 @@ if os.environ.get("BENCH_TRACEMALLOC") and not tracemalloc.is_tracing():
 if os.environ.get("BENCH_REFERENCE"):
     # The reference (reference_geventwebsocket.py): no django_websocket in the request's path.
     MIDDLEWARE = [m for m in MIDDLEWARE if not m.startswith("django_websocket.")]  # noqa: F405
+
+if os.environ.get("BENCH_USUAL_MIDDLEWARE"):
+    # What `django-admin startproject` writes (sessions, CSRF, auth, messages, clickjacking), and
+    # this app's middleware: the memory a real project's idle socket keeps.
+    INSTALLED_APPS = [*INSTALLED_APPS, "django.contrib.messages"]  # noqa: F405
+    MIDDLEWARE = [
+        "django.middleware.security.SecurityMiddleware",
+        "django.contrib.sessions.middleware.SessionMiddleware",
+        "django.middleware.common.CommonMiddleware",
+        "django.middleware.csrf.CsrfViewMiddleware",
+        "django.contrib.auth.middleware.AuthenticationMiddleware",
+        "django.contrib.messages.middleware.MessageMiddleware",
+        "django.middleware.clickjacking.XFrameOptionsMiddleware",
+        "django_websocket.middleware.WebSocketMiddleware",
+    ]

@@ -21,6 +21,31 @@ def group_echo(request):
         request.websocket.send(message)
 
 
+def _echo_back(websocket, message):
+    websocket.send(message)
+
+
+@require_websocket
+def detached_echo(request):
+    """The same group member, detached: the view returns, the reactor keeps the socket and its
+    worker echoes each message (what an idle detached socket costs)."""
+    request.websocket.join("idle")
+    request.websocket.detach(_echo_back)
+
+
+def trim(request):
+    """Return the heap's free memory to the system (glibc's malloc_trim), then report RSS in
+    KiB: what of the resident memory is freed memory the allocator kept."""
+    import ctypes
+    import os
+
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    with open(f"/proc/{os.getpid()}/status") as f:
+        rss = next(line.split()[1] for line in f if line.startswith("VmRSS:"))
+    return HttpResponse(rss)
+
+
 def raw_echo(request):
     """The reference: echo with gevent-websocket's own object, as a view did before this app."""
     websocket = request.environ["wsgi.websocket"]
@@ -69,6 +94,8 @@ def stats(request):
 urlpatterns = [
     path("echo", views.echo),
     path("group-echo", group_echo),
+    path("detached-echo", detached_echo),
+    path("trim", trim),
     path("stats", stats),
     path("raw-echo", raw_echo),
     path("tracemalloc", allocations),

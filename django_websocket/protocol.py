@@ -90,6 +90,14 @@ class ServerProtocol:
     the negotiated permessage-deflate object, if any (see :mod:`django_websocket.deflate`).
     """
 
+    # Slots: one of these per open connection, and a detached idle one is little else.
+    __slots__ = (
+        "state", "max_message_size", "max_frame_size", "extension", "close_code", "close_reason", "close_sent",
+        "close_received", "failure", "_failure_close", "_buf", "_pos", "_events", "_out", "_f_opcode", "_f_fin",
+        "_f_mask", "_f_remaining", "_f_offset", "_f_pieces", "_f_collected", "_m_opcode", "_m_compressed",
+        "_m_buf", "_m_size", "_m_decoder",
+    )  # fmt: skip
+
     def __init__(
         self,
         *,

@@ -784,6 +784,12 @@ class WebSocket:
             raise IndexError("no message")
         message = messages.popleft()
         self._queued_bytes -= len(message)
+        if not messages and self._detached is not None:
+            # A detached connection keeps no empty queue (its reader never waits to drop it);
+            # under the lock, since the reactor may be queueing a message into it right now.
+            with self._state_lock:
+                if not messages and self._messages is messages:
+                    self._messages = None
         return message
 
     @overload

@@ -39,8 +39,37 @@ def attached(request):
 
 
 def status(request):
-    """The reactor's detached connections and the threads of this process, as JSON."""
+    """The reactor's detached connections, the threads of this process and, under gevent, its
+    live greenlets, as JSON."""
+    import gc
+
+    greenlets = None
+    try:
+        import greenlet
+
+        greenlets = sum(isinstance(o, greenlet.greenlet) and not o.dead for o in gc.get_objects())
+    except ImportError:
+        pass
     return HttpResponse(
-        json.dumps({"detached": len(get_reactor()), "threads": threading.active_count()}),
+        json.dumps({"detached": len(get_reactor()), "threads": threading.active_count(), "greenlets": greenlets}),
         content_type="application/json",
     )
+
+
+def referrers(request):
+    """Debugging aid: what keeps the WSGI environs of detached connections alive."""
+    import gc
+
+    from django_websocket.websocket import ENVIRON_KEY
+
+    environs = [o for o in gc.get_objects() if isinstance(o, dict) and ENVIRON_KEY in o and o is not request.META]
+    kinds = {}
+    for environ in environs[:50]:
+        for ref in gc.get_referrers(environ):
+            if ref is environs:
+                continue
+            name = type(ref).__qualname__
+            if isinstance(ref, dict):
+                name += ":" + ",".join(sorted(map(str, list(ref)[:6])))
+            kinds[name] = kinds.get(name, 0) + 1
+    return HttpResponse(json.dumps({"environs": len(environs), "referrers": kinds}, indent=1), content_type="application/json")

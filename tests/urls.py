@@ -104,4 +104,5 @@ urlpatterns += [
     path("detach/notify", detach_views.notify),
     path("detach/attached", detach_views.attached),
     path("detach/status", detach_views.status),
+    path("detach/referrers", detach_views.referrers),
 ]
