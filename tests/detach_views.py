@@ -72,4 +72,5 @@ def referrers(request):
             if isinstance(ref, dict):
                 name += ":" + ",".join(sorted(map(str, list(ref)[:6])))
             kinds[name] = kinds.get(name, 0) + 1
-    return HttpResponse(json.dumps({"environs": len(environs), "referrers": kinds}, indent=1), content_type="application/json")
+    report = {"environs": len(environs), "referrers": kinds}
+    return HttpResponse(json.dumps(report, indent=1), content_type="application/json")
