@@ -344,3 +344,21 @@ class LiveServerTests(WebSocketLiveServerTestCase):
     def test_plain_http_still_served(self):
         response = self.client.get("/testing/echo-page")
         self.assertContains(response, "new WebSocket")
+
+
+# --- detached sockets through the client ------------------------------------------------------------
+
+
+def test_the_client_drives_a_detached_socket():
+    from django_websocket import groups
+
+    with WebSocketClient() as ws:
+        assert ws.connect("/detach/notify?group=client-detached&on=callback") == (True, None)
+        assert ws.receive() == "joined"
+        # The view has returned (the client checks its end as for any view) while the
+        # connection lives on: group messages come, and the reactor's worker answers messages.
+        assert ws._thread is not None and not ws._thread.join(5) and not ws._thread.is_alive()
+        groups.send("client-detached", "pushed")
+        assert ws.receive() == "pushed"
+        ws.send("hi")
+        assert ws.receive() == "got:hi"
