@@ -1,4 +1,4 @@
-"""django-websocket: WebSocket (RFC 6455) for ordinary, synchronous Django views.
+"""django-websocket: WebSocket (RFC 6455) for ordinary Django views, on WSGI and ASGI servers.
 
 The public names, importable from ``django_websocket``:
 
