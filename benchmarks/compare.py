@@ -14,12 +14,19 @@ to the first core (``taskset -c 0``), and driven by one load client pinned to th
 (benchmarks/compare_client.py: picows, whose framing is in C, on uvloop), then stopped. Every
 scenario is a separate client process with a time limit; the whole run has a deadline.
 
-Servers: this app on runserver, on gevent (our handler; with the pure-Python masking that the
-tests cover, and again with the optional C unmasking), on gunicorn's gevent and gthread workers;
-Channels with a sync and an async consumer on daphne, Channels on uvicorn, a bare ``websockets``
-server, a plain Django view on gevent-websocket (no django_websocket in its path), picows
-itself as the ceiling of Python servers, and a minimal echo on gevent with no Django
-(benchmarks/peer_minimal_gevent.py) as the ceiling of this app's design.
+Two suites of servers. ``--suite wsgi`` (the default): this app on runserver, on gevent (our
+handler; with the pure-Python masking that the tests cover, and again with the optional C
+unmasking), on gunicorn's gevent and gthread workers; Channels with a sync and an async consumer
+on daphne, Channels on uvicorn (``--ws websockets``), a bare ``websockets`` server, a plain
+Django view on gevent-websocket (no django_websocket in its path), picows itself as the ceiling
+of Python servers, and a minimal echo on gevent with no Django
+(benchmarks/peer_minimal_gevent.py) as the ceiling of this app's design. ``--suite asgi``: on
+each ASGI server (uvicorn with its defaults, daphne, hypercorn, Granian; one process each), this
+app's regular view (a thread per connection) and ``async def`` view
+(benchmarks/compare_asgi_app.py), Channels' sync and async consumers (benchmarks/compare_asgi.py)
+and a bare ASGI echo with no Django (compliance/asgi_echo.py), the ceiling on that server::
+
+    benchmarks/.venv/bin/python benchmarks/compare.py --suite asgi --idle-counts 1000 10000
 
 Scenarios: echo round trips of 32 bytes on 1, 100 and 1,000 connections at once (each one a
 closed loop: send, wait for the echo, send again; msg/s, p50/p99 latency); echo of 1 MiB binary
@@ -95,20 +102,20 @@ SERVERS = {
         "/echo",
         True,
     ),
-    "daphne-sync": (
+    "daphne-channels": (
         "Channels sync consumer, daphne",
         ["-m", "daphne", "-b", "{host}", "-p", "{port}", "-v", "0", "benchmarks.compare_asgi:application"],
         "/sync",
         False,
     ),
-    "daphne-async": (
+    "daphne-async-channels": (
         "Channels async consumer, daphne",
         ["-m", "daphne", "-b", "{host}", "-p", "{port}", "-v", "0", "benchmarks.compare_asgi:application"],
         "/async",
         False,
     ),
     "uvicorn-async": (
-        "Channels async consumer, uvicorn",
+        "Channels async consumer, uvicorn --ws websockets",
         ["-m", "uvicorn", "benchmarks.compare_asgi:application", "--host", "{host}", "--port", "{port}",
          "--loop", "uvloop", "--http", "httptools", "--ws", "websockets", "--no-access-log",
          "--log-level", "warning", "--backlog", "4096"],
@@ -131,6 +138,38 @@ SERVERS = {
         False,
     ),
 }  # fmt: skip
+WSGI_SUITE = list(SERVERS)
+
+# The ASGI servers, each as its guide deploys it (one process), with {app} the application:
+# uvicorn with its defaults (uvloop and httptools where installed, as here, and websockets'
+# sans-I/O implementation), daphne, hypercorn (asyncio), Granian's ASGI interface.
+ASGI_SERVERS = {
+    "uvicorn": ["-m", "uvicorn", "{app}", "--host", "{host}", "--port", "{port}", "--no-access-log",
+                "--log-level", "warning", "--backlog", "4096"],
+    "daphne": ["-m", "daphne", "-b", "{host}", "-p", "{port}", "-v", "0", "{app}"],
+    "hypercorn": ["-m", "hypercorn", "--bind", "{addr}", "--backlog", "4096", "--log-level", "warning", "{app}"],
+    "granian": ["-m", "granian", "--interface", "asgi", "--host", "{host}", "--port", "{port}", "--workers", "1",
+                "--backlog", "4096", "--log-level", "warning", "{app}"],
+}  # fmt: skip
+# On each of them: (name suffix, label, application, path, ours). A bare ASGI echo (no Django,
+# compliance/asgi_echo.py) is the ceiling on that server: what is left is the server's own
+# framing and its event handling.
+ASGI_APPLICATIONS = [
+    ("view", "this app, sync view", "benchmarks.compare_asgi_app:application", "/echo", True),
+    ("async-view", "this app, async view", "benchmarks.compare_asgi_app:application", "/aecho", True),
+    ("channels", "Channels sync consumer", "benchmarks.compare_asgi:application", "/sync", False),
+    ("async-channels", "Channels async consumer", "benchmarks.compare_asgi:application", "/async", False),
+    ("bare", "bare ASGI echo, no Django", "compliance.asgi_echo:app", "/", False),
+]
+ASGI_SUITE = []
+for _server, _argv in ASGI_SERVERS.items():
+    for _suffix, _label, _app, _path, _ours in ASGI_APPLICATIONS:
+        _name = f"{_server}-{_suffix}"
+        ASGI_SUITE.append(_name)
+        if _name not in SERVERS:  # daphne's Channels consumers are in the WSGI suite already
+            _command = [arg.replace("{app}", _app) for arg in _argv]
+            SERVERS[_name] = (f"{_label}, {_server}", _command, _path, _ours)
+SUITES = {"wsgi": WSGI_SUITE, "asgi": ASGI_SUITE, "all": list(SERVERS)}
 
 # Handshakes in flight while a client opens its connections: Django's development server listens
 # with a backlog of 10, so more would be dropped SYNs and retries a second later.
@@ -157,12 +196,33 @@ TARGETS = [
     ("gevent, echo 1 conn ≥ 1.2× websockets", "gevent", "echo1", "websockets", 1.2),
     ("gevent, echo 100 conns ≥ 1.4× websockets", "gevent", "echo100", "websockets", 1.4),
     ("gevent, echo 1,000 conns ≥ 1.4× websockets", "gevent", "echo1000", "websockets", 1.4),
-    ("gevent, echo 100 conns ≥ 8× Channels on daphne", "gevent", "echo100", "daphne-sync", 8.0),
-    ("gevent, echo 1,000 conns ≥ 8× Channels on daphne", "gevent", "echo1000", "daphne-sync", 8.0),
+    ("gevent, echo 100 conns ≥ 8× Channels on daphne", "gevent", "echo100", "daphne-channels", 8.0),
+    ("gevent, echo 1,000 conns ≥ 8× Channels on daphne", "gevent", "echo1000", "daphne-channels", 8.0),
     ("gevent, 1 MiB echo ≥ 1× websockets (pure Python)", "gevent", "mib", "websockets", 1.0),
     ("gevent + C unmasking, 1 MiB echo ≥ 1× websockets", "gevent-speedups", "mib", "websockets", 1.0),
-    ("runserver, echo 1 conn ≥ 1× Channels on daphne", "runserver", "echo1", "daphne-sync", 1.0),
+    ("runserver, echo 1 conn ≥ 1× Channels on daphne", "runserver", "echo1", "daphne-channels", 1.0),
 ]
+for _server in ASGI_SERVERS:
+    TARGETS += [
+        (f"{_server}: sync view, echo 100 conns ≥ 2× Channels sync consumer", f"{_server}-view", "echo100",
+         f"{_server}-channels", 2.0),
+        (f"{_server}: async view, echo 100 conns ≥ 1.5× Channels async consumer", f"{_server}-async-view", "echo100",
+         f"{_server}-async-channels", 1.5),
+        (f"{_server}: async view, echo 100 conns ≥ 0.7× bare ASGI echo", f"{_server}-async-view", "echo100",
+         f"{_server}-bare", 0.7),
+    ]  # fmt: skip
+    # The same comparisons elsewhere, and the sync view against the bare app: reported, no target.
+    for _scenario, _what in (("echo1", "echo 1 conn"), ("echo1000", "echo 1,000 conns"), ("mib", "1 MiB echo")):
+        TARGETS += [
+            (f"{_server}: sync view, {_what} / Channels sync consumer", f"{_server}-view", _scenario,
+             f"{_server}-channels", None),
+            (f"{_server}: async view, {_what} / Channels async consumer", f"{_server}-async-view", _scenario,
+             f"{_server}-async-channels", None),
+            (f"{_server}: async view, {_what} / bare ASGI echo", f"{_server}-async-view", _scenario,
+             f"{_server}-bare", None),
+        ]  # fmt: skip
+    TARGETS.append((f"{_server}: sync view, echo 100 conns / bare ASGI echo", f"{_server}-view", "echo100",
+                    f"{_server}-bare", None))  # fmt: skip
 IDLE_TARGET = ("gevent", 10000, 16.0)  # KiB per idle socket at most
 
 
@@ -370,8 +430,8 @@ def machine():
             break
     memory = int(Path("/proc/meminfo").read_text().split()[1]) / 2**20
     versions = []
-    for package in ("django", "gevent", "gunicorn", "channels", "daphne", "uvicorn", "websockets", "picows",
-                    "uvloop", "wsaccel"):  # fmt: skip
+    for package in ("django", "gevent", "gunicorn", "channels", "daphne", "uvicorn", "hypercorn", "granian",
+                    "websockets", "picows", "uvloop", "httptools", "wsaccel"):  # fmt: skip
         try:
             from importlib.metadata import version
 
@@ -503,6 +563,8 @@ def report(options, results, fanout_table, started, load_before, load_after):
         median = statistics.median(valid) if valid else None
         if median is None:
             verdict = "—"
+        elif wanted is None:
+            verdict = ""
         else:
             verdict = "met" if median >= wanted else f"not met ({median / wanted * 100:.1f} % of it)"
         marked = zip(ratios, disturbed, strict=False)
@@ -535,10 +597,14 @@ def report(options, results, fanout_table, started, load_before, load_after):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--servers", nargs="+", choices=list(SERVERS), default=list(SERVERS))
     parser.add_argument(
-        "--scenarios", nargs="+", choices=[*SCENARIOS, "idle", "fanout"], default=[*SCENARIOS, "idle", "fanout"]
-    )
+        "--suite", choices=list(SUITES), default="wsgi",
+        help="the servers measured unless --servers names them: wsgi (this app on its WSGI servers and the peers"
+        " of those), asgi (this app's sync and async views, Channels' consumers and a bare ASGI echo on each ASGI"
+        " server), all",
+    )  # fmt: skip
+    parser.add_argument("--servers", nargs="+", choices=list(SERVERS))
+    parser.add_argument("--scenarios", nargs="+", choices=[*SCENARIOS, "idle", "fanout"])
     parser.add_argument("--runs", type=int, default=3, help="runs of each figure (default 3)")
     parser.add_argument(
         "--idle-runs", type=int, default=1, help="runs of the idle scenario (default 1: memory varies little)"
@@ -553,9 +619,13 @@ def main():
     parser.add_argument("--quick", action="store_true", help="1 run, shorter windows, 1,000 idle sockets, no fan-out")
     if "--quick" in sys.argv[1:]:
         # Fewer runs and scenarios, unless given explicitly.
-        parser.set_defaults(runs=1, idle_runs=1, duration=1.0, idle_counts=[1000],
-                            scenarios=[*SCENARIOS, "idle"])  # fmt: skip
+        parser.set_defaults(runs=1, idle_runs=1, duration=1.0, idle_counts=[1000])
     options = parser.parse_args()
+    if options.servers is None:
+        options.servers = SUITES[options.suite]
+    if options.scenarios is None:
+        # Fan-out is measured on gevent: part of the WSGI suite only.
+        options.scenarios = [*SCENARIOS, "idle"] + (["fanout"] if options.suite != "asgi" and not options.quick else [])
     if not pinned(0):
         print("taskset or a second core is missing: server and client share the CPU", file=sys.stderr)
     # The client and the servers hold one descriptor per connection.

@@ -15,6 +15,9 @@ DATABASES = {}
 USE_TZ = True
 # Channels (benchmarks/compare_asgi.py): the in-memory channel layer is not used by the echo.
 ASGI_APPLICATION = "benchmarks.compare_asgi.application"
+# Regular views on an ASGI server (benchmarks/compare_asgi_app.py) run a thread each: enough for
+# the largest idle scenario (the default, 500, refuses the 501st with 503).
+WEBSOCKET_ASGI_THREADS = 11000
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -1,4 +1,5 @@
-"""The views of benchmarks/compare.py: our echo, and gevent-websocket's own for the reference."""
+"""The views of benchmarks/compare.py: our echo (a regular view, and an ``async def`` one for the
+ASGI servers), and gevent-websocket's own for the reference."""
 
 from django.urls import path
 
@@ -14,4 +15,11 @@ def echo(request):
         request.websocket.send(message)
 
 
-urlpatterns = [path("echo", echo), path("raw-echo", raw_echo)]
+@require_websocket
+async def aecho(request):
+    # The same loop in an async view, on an ASGI server's event loop.
+    async for message in request.websocket:
+        await request.websocket.send(message)
+
+
+urlpatterns = [path("echo", echo), path("aecho", aecho), path("raw-echo", raw_echo)]
