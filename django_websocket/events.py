@@ -31,6 +31,7 @@ import collections
 import logging
 import threading
 import time
+import weakref
 
 from .exceptions import ConnectionClosed, InvalidState
 from .frames import CloseCode
@@ -73,10 +74,10 @@ class _EventWebSocket:
         "handshake", "_handover", "_loop", "max_message_size", "server_subprotocols", "close_timeout",
         "send_timeout", "ping_interval", "ping_timeout", "max_queue", "max_queue_bytes", "compression",
         "max_frame_size", "_subprotocol", "_state", "close_code", "close_reason", "end_reason", "_lock",
-        "_messages", "_queued_bytes", "_readable", "_outgoing", "_outgoing_bytes", "_sent", "_writable",
-        "_writer_awake", "_kick", "_resume", "_reader_paused", "_tasks", "_read_waiter", "_drain_waiter",
-        "_close_callbacks", "_closed_event", "idle_timeout", "_on_idle", "last_received", "__dict__",
-        "__weakref__",
+        "_messages", "_queued_bytes", "_readable", "_reading_threads", "_outgoing", "_outgoing_bytes", "_sent",
+        "_writable", "_room_waiters", "_writer_awake", "_kick", "_wakeups", "_resume", "_reader_paused", "_tasks",
+        "_read_waiter", "_drain_waiter", "_close_callbacks", "_closed_event", "idle_timeout", "_on_idle",
+        "last_received", "__dict__", "__weakref__",
     )  # fmt: skip
 
     def __init__(
@@ -120,12 +121,17 @@ class _EventWebSocket:
         self._messages = collections.deque()
         self._queued_bytes = 0
         self._readable = threading.Condition(self._lock)  # a message arrived, or the end
+        self._reading_threads = 0  # threads blocked on _readable: only they need a notify()
         self._outgoing = collections.deque()  # ASGI events for the writer, in order
         self._outgoing_bytes = 0
         self._sent = 0  # events the writer sent: "progress" for a waiting sender
         self._writable = threading.Condition(self._lock)
-        self._writer_awake = False
-        self._kick = None  # asyncio.Event of the writer, made on the loop
+        self._room_waiters = 0  # senders (threads or coroutines) waiting for the queue to drain
+        # False only while the writer sleeps on _kick (a future, made on the loop): whoever queues
+        # an event then wakes it, once. It starts awake: the accept is queued before it runs.
+        self._writer_awake = True
+        self._kick = None
+        self._wakeups = None  # the _Wakeups of the loop, for threads that wake the writer
         self._resume = None  # asyncio.Event the paused reader waits on
         self._reader_paused = False
         self._tasks = ()
@@ -253,19 +259,19 @@ class _EventWebSocket:
 
     def _start(self):
         # On the loop, once accepted: the reader and the writer.
-        self._kick = asyncio.Event()
         self._resume = asyncio.Event()
+        self._wakeups = _wakeups_of(self._loop)
         self._tasks = (self._loop.create_task(self._reader()), self._loop.create_task(self._writer()))
-        self._kick.set()
 
     def _wake_writer_locked(self, from_loop):
-        # The lock is held. One wake-up per burst: the writer drains everything queued.
-        if not self._writer_awake and self._kick is not None:
+        # The lock is held. One wake-up per burst: the writer drains everything queued. From
+        # another thread, the wake-ups of every connection of the loop go in one callback.
+        if not self._writer_awake:
             self._writer_awake = True
             if from_loop:
-                self._kick.set()
+                _set_done(self._kick)  # (cancelled with the writer when the connection ended)
             else:
-                self._loop.call_soon_threadsafe(self._kick.set)
+                self._wakeups.add(self._kick)
 
     async def _reader(self):
         receive = self._handover.receive
@@ -309,23 +315,34 @@ class _EventWebSocket:
             self._queued_bytes += len(message)
             if len(self._messages) >= self.max_queue or self._queued_bytes >= self.max_queue_bytes:
                 self._reader_paused = True
-            self._readable.notify()
+            if self._reading_threads:
+                self._readable.notify()
             waiter = self._read_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
     async def _writer(self):
         send = self._handover.send
+        lock = self._lock
+        outgoing = self._outgoing
         try:
             while True:
-                await self._kick.wait()
-                self._kick.clear()
-                while True:
-                    with self._lock:
-                        if not self._outgoing:
-                            self._writer_awake = False
-                            break
-                        event = self._outgoing.popleft()
+                with lock:
+                    if outgoing:
+                        # Everything queued meanwhile, taken at once: one lock for the burst.
+                        burst = list(outgoing)
+                        outgoing.clear()
+                    else:
+                        burst = None
+                        self._writer_awake = False
+                        kick = self._kick = self._loop.create_future()
+                if burst is None:
+                    await kick
+                    continue
+                sent_bytes = sent = 0  # sent, not yet taken off the queue's count
+                for event in burst:
+                    if self._state is CLOSED:
+                        break  # ended meanwhile: the rest is dropped, as _end() drops the queue
                     try:
                         await send(event)
                     except Exception as exc:
@@ -335,22 +352,35 @@ class _EventWebSocket:
                         # server sends, rather than leave it open with no application.
                         event = {"type": "websocket.close", "code": int(CloseCode.NORMAL_CLOSURE)}
                         await send(event)
-                    size = len(event.get("text") or event.get("bytes") or b"")
-                    with self._lock:
-                        self._outgoing_bytes -= size
-                        self._sent += 1
-                        self._writable.notify_all()
-                        waiter = self._drain_waiter
-                    if waiter is not None and not waiter.done():
-                        waiter.set_result(None)
+                    sent += 1
+                    sent_bytes += len(event.get("text") or event.get("bytes") or b"")
                     if event["type"] == "websocket.close":
+                        self._progress(sent_bytes, sent)
                         # The server completes the closing handshake: the connection is over.
                         self._end("closed", event.get("code", CloseCode.NORMAL_CLOSURE), event.get("reason", ""))
                         return
+                    if self._room_waiters:  # someone waits for room: tell them at once
+                        self._progress(sent_bytes, sent)
+                        sent_bytes = sent = 0
+                if sent:
+                    self._progress(sent_bytes, sent)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the client is gone (each server raises its own error)
             self._end(f"send() failed: {exc!r}", CloseCode.ABNORMAL_CLOSURE, "")
+
+    def _progress(self, sent_bytes, sent):
+        # On the loop: ``sent`` events of ``sent_bytes`` went out; wake the senders waiting for room.
+        with self._lock:
+            if self._state is not CLOSED:  # _end() set the count to 0
+                self._outgoing_bytes -= sent_bytes
+            self._sent += sent
+            if not self._room_waiters:
+                return
+            self._writable.notify_all()
+            waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _close_refused(self, event, exc):
         # daphne sends only the close codes 1000 and 3000-4999 (its WebSocket library refuses
@@ -374,8 +404,9 @@ class _EventWebSocket:
             event = {"type": "websocket.send", "text": message}
         else:
             event = {"type": "websocket.send", "bytes": bytes(message)}
+            message = event["bytes"]
         self._outgoing.append(event)
-        self._outgoing_bytes += len(message)
+        self._outgoing_bytes += len(message)  # what the writer takes off once it is sent
         return event
 
     def _close_soon(self, code, reason, *, from_loop):
@@ -494,6 +525,53 @@ def _set_done(future):
         future.set_result(None)
 
 
+class _Wakeups:
+    """The writers that threads woke on one event loop, woken there in one callback: one
+    ``call_soon_threadsafe()`` (and one write to the loop's self-pipe) per batch, however many
+    connections' views sent meanwhile."""
+
+    __slots__ = ("_loop", "_lock", "_futures", "_scheduled", "__weakref__")
+
+    def __init__(self, loop):
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._futures = []
+        self._scheduled = False
+
+    def add(self, future):
+        with self._lock:
+            self._futures.append(future)
+            if self._scheduled:
+                return  # the callback is on its way: it takes this one too
+            self._scheduled = True
+        try:
+            self._loop.call_soon_threadsafe(self._run)
+        except BaseException:
+            with self._lock:
+                self._scheduled = False
+            raise
+
+    def _run(self):
+        with self._lock:
+            futures, self._futures = self._futures, []
+            self._scheduled = False
+        for future in futures:
+            if not future.done():
+                future.set_result(None)
+
+
+_wakeups = weakref.WeakKeyDictionary()  # event loop: its _Wakeups
+_wakeups_lock = threading.Lock()
+
+
+def _wakeups_of(loop):
+    wakeups = _wakeups.get(loop)
+    if wakeups is None:
+        with _wakeups_lock:
+            wakeups = _wakeups.setdefault(loop, _Wakeups(loop))
+    return wakeups
+
+
 class ASGIWebSocket(_EventWebSocket):
     """``request.websocket`` of a regular (``def``) view on an ASGI server: the blocking API of
     :class:`~django_websocket.websocket.WebSocket`, called from the view's own thread (or any
@@ -544,7 +622,11 @@ class ASGIWebSocket(_EventWebSocket):
         timeout = self.send_timeout
         while self._outgoing_bytes > _SEND_HIGH_WATER and self._state is OPEN:
             sent = self._sent
-            self._writable.wait(timeout)
+            self._room_waiters += 1
+            try:
+                self._writable.wait(timeout)
+            finally:
+                self._room_waiters -= 1
             if self._sent == sent and self._state is OPEN and self._outgoing_bytes > _SEND_HIGH_WATER:
                 self._lock.release()
                 try:
@@ -575,7 +657,12 @@ class ASGIWebSocket(_EventWebSocket):
                     return None
                 on_idle = self._on_idle
                 if on_idle is not None and (remaining is None or remaining > self.idle_timeout):
-                    if not self._readable.wait(self.idle_timeout) and not self._messages and self._state is OPEN:
+                    self._reading_threads += 1
+                    try:
+                        woken = self._readable.wait(self.idle_timeout)
+                    finally:
+                        self._reading_threads -= 1
+                    if not woken and not self._messages and self._state is OPEN:
                         # Nothing for idle_timeout seconds: the view is idle, tell its owner.
                         self._on_idle = None
                         self._lock.release()
@@ -584,7 +671,11 @@ class ASGIWebSocket(_EventWebSocket):
                         finally:
                             self._lock.acquire()
                     continue
-                self._readable.wait(remaining)
+                self._reading_threads += 1
+                try:
+                    self._readable.wait(remaining)
+                finally:
+                    self._reading_threads -= 1
 
     def __iter__(self):
         """Yield messages until the connection closes."""
@@ -669,8 +760,10 @@ class AsyncWebSocket(_EventWebSocket):
     async def _drained(self):
         timeout = self.send_timeout
         while self._outgoing_bytes > _SEND_HIGH_WATER and self._state is OPEN:
-            sent = self._sent
-            self._drain_waiter = waiter = self._loop.create_future()
+            with self._lock:
+                sent = self._sent
+                self._drain_waiter = waiter = self._loop.create_future()
+                self._room_waiters += 1
             try:
                 await asyncio.wait_for(waiter, timeout)
             except asyncio.TimeoutError:
@@ -678,7 +771,9 @@ class AsyncWebSocket(_EventWebSocket):
                     reason = f"the client took nothing for {timeout}s (WEBSOCKET_SEND_TIMEOUT)"
                     self._end(reason, CloseCode.ABNORMAL_CLOSURE, "")
             finally:
-                self._drain_waiter = None
+                with self._lock:
+                    self._drain_waiter = None
+                    self._room_waiters -= 1
         if self._state is CLOSED and self.end_reason != "closed":
             raise self._closed_error()
 
