@@ -77,7 +77,7 @@ class _EventWebSocket:
         "_messages", "_queued_bytes", "_readable", "_reading_threads", "_outgoing", "_outgoing_bytes", "_sent",
         "_writable", "_room_waiters", "_writer_awake", "_kick", "_wakeups", "_resume", "_reader_paused", "_tasks",
         "_read_waiter", "_drain_waiter", "_close_callbacks", "_closed_event", "idle_timeout", "_on_idle",
-        "last_received", "__dict__", "__weakref__",
+        "last_received", "_send_inline", "_unfinished", "__dict__", "__weakref__",
     )  # fmt: skip
 
     def __init__(
@@ -132,6 +132,8 @@ class _EventWebSocket:
         self._writer_awake = True
         self._kick = None
         self._wakeups = None  # the _Wakeups of the loop, for threads that wake the writer
+        self._send_inline = True  # AsyncWebSocket.send() may hand events to the server itself
+        self._unfinished = None  # (the rest of a send() the server made wait, its event): for the writer
         self._resume = None  # asyncio.Event the paused reader waits on
         self._reader_paused = False
         self._tasks = ()
@@ -328,7 +330,12 @@ class _EventWebSocket:
         try:
             while True:
                 with lock:
-                    if outgoing:
+                    if self._unfinished is not None:
+                        # An async view's send() that the server made wait: finished here first.
+                        burst = [self._unfinished, *outgoing]
+                        self._unfinished = None
+                        outgoing.clear()
+                    elif outgoing:
                         # Everything queued meanwhile, taken at once: one lock for the burst.
                         burst = list(outgoing)
                         outgoing.clear()
@@ -344,7 +351,11 @@ class _EventWebSocket:
                     if self._state is CLOSED:
                         break  # ended meanwhile: the rest is dropped, as _end() drops the queue
                     try:
-                        await send(event)
+                        if type(event) is tuple:
+                            rest, event = event
+                            await rest
+                        else:
+                            await send(event)
                     except Exception as exc:
                         if not self._close_refused(event, exc):
                             raise
@@ -572,6 +583,40 @@ def _wakeups_of(loop):
     return wakeups
 
 
+async def _await(send, event):
+    await send(event)
+
+
+class _Rest:
+    """The rest of a coroutine whose first step already ran and yielded ``pending``: awaiting
+    it waits for ``pending`` (as the task that ran the first step would have), then goes on."""
+
+    __slots__ = ("_coroutine", "_pending")
+
+    def __init__(self, coroutine, pending):
+        self._coroutine = coroutine
+        self._pending = pending
+
+    def __await__(self):
+        coroutine, value = self._coroutine, self._pending
+        while True:
+            try:
+                sent = yield value
+            except GeneratorExit:
+                coroutine.close()
+                raise
+            except BaseException as exc:  # cancelled, most likely: the server's send() sees it
+                try:
+                    value = coroutine.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    value = coroutine.send(sent)
+                except StopIteration as stop:
+                    return stop.value
+
+
 class ASGIWebSocket(_EventWebSocket):
     """``request.websocket`` of a regular (``def``) view on an ASGI server: the blocking API of
     :class:`~django_websocket.websocket.WebSocket`, called from the view's own thread (or any
@@ -751,11 +796,56 @@ class AsyncWebSocket(_EventWebSocket):
         with self._lock:
             if self._state is not OPEN:
                 raise self._closed_error()
-            self._queue_send_locked(message)
-            self._wake_writer_locked(True)
-            full = self._outgoing_bytes > _SEND_HIGH_WATER
-        if full:
+            if self._writer_awake or not self._send_inline:
+                self._queue_send_locked(message)
+                self._wake_writer_locked(True)
+                full = self._outgoing_bytes > _SEND_HIGH_WATER
+                inline = False
+            else:
+                # Nothing is queued and the writer sleeps: hand the event to the server from
+                # here, without waking the writer (a task switch per message). Marked awake
+                # meanwhile, so that whatever is sent meanwhile queues behind this event.
+                self._writer_awake = inline = True
+        if inline:
+            await self._send_now(message)
+        elif full:
             await self._drained()
+
+    async def _send_now(self, message):
+        # The writer's work for one event, in the view's task; the writer is marked awake.
+        if isinstance(message, str):
+            event = {"type": "websocket.send", "text": message}
+        else:
+            event = {"type": "websocket.send", "bytes": bytes(message)}
+        steps = pending = None
+        try:
+            steps = _await(self._handover.send, event)
+            pending = steps.send(None)  # the server's send() up to where it waits, if it does
+        except StopIteration:
+            pass  # sent without waiting: what every server here does unless its buffers are full
+        except Exception as exc:
+            self._end(f"send() failed: {exc!r}", CloseCode.ABNORMAL_CLOSURE, "")
+            return
+        else:
+            # The server's send() waits (its buffers are full): the writer finishes it, then
+            # sends what follows, and this send() waits for room as a queued one does.
+            # Inline sends stop for this connection: they would only add a step now.
+            size = len(event.get("text") or event.get("bytes") or b"")
+            with self._lock:
+                self._send_inline = False
+                self._unfinished = (_Rest(steps, pending), event)
+                self._outgoing_bytes += size
+                full = self._outgoing_bytes > _SEND_HIGH_WATER
+                _set_done(self._kick)  # it sleeps (marked awake by us): wake it, in our place
+            if full:
+                await self._drained()
+            return
+        with self._lock:
+            self._sent += 1
+            if self._outgoing:
+                _set_done(self._kick)  # queued meanwhile: the writer (still marked awake) sends it
+            else:
+                self._writer_awake = False
 
     async def _drained(self):
         timeout = self.send_timeout
@@ -797,14 +887,16 @@ class AsyncWebSocket(_EventWebSocket):
                     return self._pop_locked()
                 if self._state is not OPEN:
                     return None
-            remaining = None if deadline is None else deadline - self._loop.time()
-            if remaining is not None and remaining <= 0:
-                return None
-            self._read_waiter = waiter = self._loop.create_future()
+                remaining = None if deadline is None else deadline - self._loop.time()
+                if remaining is not None and remaining <= 0:
+                    return None
+                # Made under the lock: _end() in another thread sees it, or the state it set is seen above.
+                self._read_waiter = waiter = self._loop.create_future()
             try:
-                if self._messages or self._state is not OPEN:
-                    continue
-                await asyncio.wait_for(waiter, remaining)
+                if remaining is None:
+                    await waiter  # no timeout: no wait_for() (a coroutine and a check per message)
+                else:
+                    await asyncio.wait_for(waiter, remaining)
             except asyncio.TimeoutError:
                 return None
             finally:
