@@ -61,6 +61,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
 SETTINGS = "benchmarks.compare_settings"
 PLAIN = [str(BENCH / "without_accelerator.py")]  # our servers, pure Python
+PY_SPY = str(Path(sys.executable).with_name("py-spy"))
 
 # name: (label, argv after the interpreter with {host} {port} {addr}, WebSocket path, ours)
 SERVERS = {
@@ -298,6 +299,62 @@ def run_client(server, args, options, timeout):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+# --- profiles (--profile) -------------------------------------------------------------------
+
+# Where a sample's innermost Python frame is, by its file (as py-spy names it): what part of the
+# server spent it. C code (system calls, the servers' native parts) counts for the Python frame
+# that called it; uvloop's own work (polling, running callbacks) for asyncio's Runner.run.
+PROFILE_PARTS = [
+    ("this app", ("django_websocket/", "compare_urls.py", "compare_asgi_app.py")),
+    ("Channels", ("channels/", "asgiref/", "compare_asgi.py")),
+    ("bare app", ("asgi_echo.py",)),
+    ("Django", ("django/",)),
+    ("event loop", ("asyncio/", "uvloop/", "asyncioreactor.py", "selectors.py")),
+    ("threads", ("threading.py", "concurrent/")),
+]
+
+
+def start_profile(server, scenario, options, run):
+    """py-spy on the server over the measured window of an echo (``--profile DIR``): samples
+    of the thread holding the GIL, so that threads waiting count for nothing."""
+    if not options.profile or not scenario.startswith("echo") or not shutil.which(PY_SPY):
+        return None
+    path = Path(options.profile) / f"{server.name}-{scenario}-run{run + 1}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    argv = [*pinned(1), PY_SPY, "record", "--pid", str(server.proc.pid), "--subprocesses", "--gil", "--nonblocking",
+            "--rate", "250", "--format", "raw", "--output", str(path),
+            "--duration", str(max(1, round(options.warmup + options.duration)))]  # fmt: skip
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), path
+
+
+def finish_profile(process, path):
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    return profile_shares(path)
+
+
+def profile_shares(path):
+    """{part: share of the samples} of a py-spy raw profile (collapsed stacks)."""
+    counts, total = {}, 0
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        return {}
+    for line in lines:
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        leaf = stack.rsplit(";", 1)[-1]
+        # Anything else: the server's own code (its framing, its protocol, the standard library it calls).
+        part = next((name for name, marks in PROFILE_PARTS if any(mark in leaf for mark in marks)), "the server")
+        counts[part] = counts.get(part, 0) + int(count)
+        total += int(count)
+    return {part: count / total for part, count in counts.items()} if total else {}
+
+
 # --- the runs --------------------------------------------------------------------------------
 
 
@@ -315,7 +372,10 @@ def measure(options, deadline, results):
             server = Server(name)
             try:
                 for scenario in wanted:
+                    profiler = start_profile(server, scenario, options, run)
                     result = run_client(server, SCENARIOS[scenario][1], options, options.warmup + options.duration + 60)
+                    if profiler is not None:
+                        result["profile"] = finish_profile(*profiler)
                     results.setdefault(name, {}).setdefault(scenario, []).append(result)
                     print(f"run {run + 1} {name} {scenario}: {summary(scenario, result)}", file=sys.stderr)
             finally:
@@ -520,6 +580,20 @@ def report(options, results, fanout_table, started, load_before, load_after):
                     row.append("—")
             out("| " + " | ".join(row) + " |")
         out("")
+    if options.profile:
+        parts = ["the server", *(name for name, _ in PROFILE_PARTS)]
+        out("Where the server's CPU went (py-spy, samples of the thread holding the GIL, by the file of the")
+        out("innermost Python frame; C code counts for the frame that called it), share of the samples:")
+        out("")
+        out("| server | scenario | " + " | ".join(parts) + " |")
+        out("|---|---|" + "---:|" * len(parts))
+        for name in options.servers:
+            for scenario in echoes:
+                shares = [r["profile"] for r in results.get(name, {}).get(scenario, []) if r.get("profile")]
+                if shares:
+                    row = [f"{statistics.median(s.get(part, 0.0) for s in shares):.0%}" for part in parts]
+                    out(f"| {SERVERS[name][0]} | {titles[scenario]} | " + " | ".join(row) + " |")
+        out("")
     errors = [
         f"- {name} {scenario} run {i + 1}: "
         + (r.get("error") or ("wrong or lost echoes" if r.get("wrong") else r.get("error_example") or "no echo"))
@@ -616,6 +690,11 @@ def main():
     parser.add_argument("--fanout-messages", type=int, default=20)
     parser.add_argument("--deadline", type=float, default=1500, help="seconds the whole run may take")
     parser.add_argument("--json", help="also write every raw result to this file")
+    parser.add_argument(
+        "--profile", metavar="DIR",
+        help="record the server with py-spy during each echo window (raw stacks in DIR) and report where its CPU"
+        " went; py-spy runs on the client's core, so figures of a profiled run are not for comparison",
+    )  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="1 run, shorter windows, 1,000 idle sockets, no fan-out")
     if "--quick" in sys.argv[1:]:
         # Fewer runs and scenarios, unless given explicitly.
