@@ -18,10 +18,14 @@ machine and end through one final step, :meth:`_EventWebSocket._end`, run once.
 The event loop owns two tasks per connection, started on accept: the *reader* awaits
 ``receive()`` and queues messages (bounded: past ``max_queue`` messages or ``max_queue_bytes``
 it stops calling ``receive()``, so the server's own buffers fill and TCP holds the client back),
-and the *writer* sends what any thread queued, in order. A thread that sends only appends to the
-outgoing queue and wakes the writer if it sleeps: one wake-up per burst, not per message, and
-no thread or ``sync_to_async`` per message. Keepalive pings and the close handshake are the
-server's: the ASGI interface has no ping.
+and the *writer* sends what any thread queued, in order, each burst taken under one lock. A
+thread that sends only appends to the outgoing queue and wakes the writer if it sleeps: one
+wake-up per burst, not per message, and the wake-ups of all the loop's writers that threads
+asked for go in one ``call_soon_threadsafe()`` callback (:class:`_Wakeups`); no thread or
+``sync_to_async`` per message. An async view's ``send()`` hands its event to the server itself
+when nothing is queued and the writer sleeps (no task switch); the writer takes over if the
+server's ``send()`` waits. Keepalive pings and the close handshake are the server's: the ASGI
+interface has no ping.
 
 This module never imports Django.
 """
