@@ -224,8 +224,10 @@ def main():
     options = parser.parse_args()
     baseline, rows, report = asyncio.run(run(options))
     joined = ", each connection in a group" if options.join else ""
-    print(f"\nServer: `{' '.join(SERVERS[options.server][0])}`{joined} (Python {sys.version.split()[0]}); "
-          f"RSS after warm-up {baseline / 1024:.1f} MiB.\n")
+    print(
+        f"\nServer: `{' '.join(SERVERS[options.server][0])}`{joined} (Python {sys.version.split()[0]}); "
+        f"RSS after warm-up {baseline / 1024:.1f} MiB.\n"
+    )
     print(
         "| idle connections | server RSS | KiB/connection | idle CPU | opened in "
         "| one echo, others idle (p50 / max) | all echo at once |"

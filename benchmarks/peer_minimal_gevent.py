@@ -36,9 +36,7 @@ def _handshake(sock):
         _read_more(sock, buf)
     head, _, rest = bytes(buf).partition(b"\r\n\r\n")
     key = next(
-        line.split(b":", 1)[1].strip()
-        for line in head.split(b"\r\n")
-        if line.lower().startswith(b"sec-websocket-key:")
+        line.split(b":", 1)[1].strip() for line in head.split(b"\r\n") if line.lower().startswith(b"sec-websocket-key:")
     )
     accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
     sock.sendall(
