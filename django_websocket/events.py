@@ -811,11 +811,11 @@ class AsyncWebSocket(_EventWebSocket):
                 # meanwhile, so that whatever is sent meanwhile queues behind this event.
                 self._writer_awake = inline = True
         if inline:
-            await self._send_now(message)
+            await self._hand_to_server(message)
         elif full:
             await self._drained()
 
-    async def _send_now(self, message):
+    async def _hand_to_server(self, message):
         # The writer's work for one event, in the view's task; the writer is marked awake.
         if isinstance(message, str):
             event = {"type": "websocket.send", "text": message}
