@@ -575,7 +575,7 @@ class _Wakeups:
                 future.set_result(None)
 
 
-_wakeups = weakref.WeakKeyDictionary()  # event loop: its _Wakeups
+_wakeups: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Wakeups]" = weakref.WeakKeyDictionary()
 _wakeups_lock = threading.Lock()
 
 
