@@ -5,7 +5,7 @@ import threading
 
 from django.http import HttpResponse
 
-from django_websocket import require_websocket
+from django_websocket import groups, require_websocket
 from django_websocket.reactor import get_reactor
 
 
@@ -36,6 +36,15 @@ def attached(request):
     ws.send("joined")
     for _message in ws:
         pass
+
+
+def send_sequence(request):
+    """``?group=&count=``: sends the group ``count`` messages "0", "1", ... back to back, as fast
+    as the backend takes them (a burst, so that a member falling behind would show)."""
+    group, count = request.GET["group"], int(request.GET["count"])
+    for seq in range(count):
+        groups.send(group, str(seq))
+    return HttpResponse(f"sent {count}")
 
 
 def status(request):

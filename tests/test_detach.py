@@ -190,8 +190,13 @@ def test_shutdown_closes_detached_sockets_with_1001():
 
 def test_a_gthread_worker_with_four_threads_holds_hundreds_of_detached_sockets():
     server = servers._gunicorn(
-        "gunicorn-gthread-4", "django_websocket.servers.gunicorn.ThreadWorker", "tests.wsgi", "--threads", "4",
-        "--workers", "1",
+        "gunicorn-gthread-4",
+        "django_websocket.servers.gunicorn.ThreadWorker",
+        "tests.wsgi",
+        "--threads",
+        "4",
+        "--workers",
+        "1",
     )(env=None)
     try:
         with contextlib.ExitStack() as stack:
@@ -205,3 +210,64 @@ def test_a_gthread_worker_with_four_threads_holds_hundreds_of_detached_sockets()
         assert answered < 2.0, answered
     finally:
         server.stop()
+
+
+# --- nothing lost or reordered, at a small scale -------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["gevent", "runserver"])
+def test_a_burst_to_hundreds_of_detached_sockets_loses_and_reorders_nothing(name):
+    # 200 detached sockets, then one view sends their group 50 messages back to back: each
+    # socket must get "0".."49", exactly once each and in order (RFC 6455 §6.1: a message is
+    # delivered whole, and TCP keeps the order of what one writer wrote). A real client per
+    # socket, from one asyncio loop (tests/bulkclient.py), reading them all at once.
+    import asyncio
+
+    from tests.bulkclient import open_clients
+
+    sockets, messages, group = 200, 50, f"burst-{name}"
+    server = STARTERS[name]()
+    clients = []
+
+    async def scenario():
+        try:
+            # Few handshakes at a time: runserver's listen backlog is small.
+            failures = await open_clients(
+                server.host, server.port, f"/detach/notify?group={group}", sockets, clients, concurrency=8
+            )
+            assert not failures, f"{len(failures)} connections failed, e.g. {failures[0]!r}"
+            for client in clients:
+                assert await asyncio.wait_for(client.messages.get(), TIMEOUT) == b"joined"
+            assert await asyncio.to_thread(members, server, group) == sockets
+            # Their views have returned: the reactor holds them all.
+            assert (await asyncio.to_thread(status, server))["detached"] >= sockets
+            sent = await asyncio.to_thread(
+                http_get, server, "/detach/send-sequence?" + urllib.parse.urlencode({"group": group, "count": messages})
+            )
+            assert sent == f"sent {messages}"
+            return await asyncio.gather(*(received(client) for client in clients))
+        finally:
+            for client in clients:
+                client.transport.close()
+            await asyncio.sleep(0.1)
+
+    async def received(client):
+        got = []
+        try:
+            while len(got) < messages:
+                message = await asyncio.wait_for(client.messages.get(), TIMEOUT)
+                if message is None:
+                    break  # closed
+                got.append(int(message))
+        except asyncio.TimeoutError:
+            pass
+        return got
+
+    try:
+        results = asyncio.run(asyncio.wait_for(scenario(), 90))
+        expected = list(range(messages))
+        wrong = [got for got in results if got != expected]
+        assert not wrong, f"{len(wrong)} of {sockets} sockets got another sequence, e.g. {wrong[0]}"
+    finally:
+        server.stop()
+    assert "Traceback" not in server.output()

@@ -104,5 +104,6 @@ urlpatterns += [
     path("detach/notify", detach_views.notify),
     path("detach/attached", detach_views.attached),
     path("detach/status", detach_views.status),
+    path("detach/send-sequence", detach_views.send_sequence),
     path("detach/referrers", detach_views.referrers),
 ]
