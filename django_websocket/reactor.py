@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .frames import is_valid_close_code
 from .websocket import CLOSED
 
 if TYPE_CHECKING:
@@ -47,7 +48,8 @@ class OnMessage:
     """What a detached connection does with the data messages its client sends.
 
     ``"ignore"`` (the default): they are read and dropped. ``("close", code)`` or
-    ``("close", code, reason)``: the first one closes the connection with that code. A callable
+    ``("close", code, reason)``: the first one closes the connection with that code (one that an
+    endpoint may send, else :exc:`ValueError`, as for ``close()``). A callable
     ``callback(websocket, message)``: it runs on the reactor's pool of workers, one message at a
     time per connection and in order; while it runs, the connection's unread messages wait in its
     bounded queue, and past that bound the reactor stops reading that socket (TCP then holds the
@@ -69,6 +71,10 @@ class OnMessage:
             self.kind = "close"
             self.code = int(on_message[1])
             self.reason = str(on_message[2]) if len(on_message) == 3 else ""
+            # Checked now, as close() checks it: in the reactor's thread, at the first message,
+            # a code no endpoint may send (RFC 6455 §7.4.1: 1005, 1006, 1015...) could only fail.
+            if not is_valid_close_code(self.code, sending=True):
+                raise ValueError(f"{self.code} is not a close code that may be sent (RFC 6455 §7.4)")
         else:
             raise ValueError(
                 f'on_message must be "ignore", ("close", code[, reason]) or a callable, not {on_message!r}'

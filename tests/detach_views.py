@@ -83,3 +83,19 @@ def referrers(request):
             kinds[name] = kinds.get(name, 0) + 1
     report = {"environs": len(environs), "referrers": kinds}
     return HttpResponse(json.dumps(report, indent=1), content_type="application/json")
+
+
+@require_websocket
+def bad_close(request):
+    # detach() with a close code no endpoint may send (1005 only describes a closure locally):
+    # says what detach() raised, then stays attached until the client closes.
+    ws = request.websocket
+    try:
+        ws.detach(("close", int(request.GET.get("code", 1005))))
+    except ValueError as exc:
+        ws.send(f"ValueError: {exc}")
+    else:
+        ws.send("detached")
+        return
+    for _message in ws:
+        ws.send("attached")

@@ -149,6 +149,18 @@ def test_a_close_policy_closes_on_the_first_message(server, request):
         assert (info.value.rcvd.code, info.value.rcvd.reason) == (4000, "no messages here")
 
 
+def test_a_close_policy_with_a_code_no_endpoint_may_send_is_refused_at_detach(server):
+    # 1005 (no status) is only ever reported, never sent (RFC 6455 §7.4.1): refused when the
+    # view detaches, not when the first message comes, in the reactor's thread.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ws = connect(server.url + "/detach/bad-close?code=1005", open_timeout=TIMEOUT)
+    with ws:
+        assert ws.recv(timeout=TIMEOUT) == "ValueError: 1005 is not a close code that may be sent (RFC 6455 §7.4)"
+        ws.send("still attached?")
+        assert ws.recv(timeout=TIMEOUT) == "attached"
+
+
 def test_a_callback_policy_answers_each_message_in_order(server, request):
     group = f"callback-{request.node.name}"
     with detached(server, group, on="callback") as ws:

@@ -105,5 +105,6 @@ urlpatterns += [
     path("detach/attached", detach_views.attached),
     path("detach/status", detach_views.status),
     path("detach/send-sequence", detach_views.send_sequence),
+    path("detach/bad-close", detach_views.bad_close),
     path("detach/referrers", detach_views.referrers),
 ]
