@@ -276,6 +276,40 @@ def test_chat_two_pages_in_one_room_see_each_other(windows, project):
         wait_for(windows, lambda d: members(d) == "ada", "Grace gone from Ada's page")
 
 
+def test_a_notification_reaches_the_badge_of_its_user_only(windows, project):
+    # Two users, two browsers: Omar notifies Nora through his page's form; her page's detached
+    # socket gets it (badge and list), his does not.
+    project.manage(
+        "shell",
+        "-c",
+        "from django.contrib.auth.models import User\n"
+        "for name in ('nora', 'omar'): User.objects.create_user(name, password='notify-pw')",
+    )
+    with chromium() as other:
+        pages = {"nora": windows, "omar": other}
+        for name, page in pages.items():
+            page.get(project.url + "/notifications/login/")
+            page.find_element("id", "id_username").send_keys(name)
+            page.find_element("id", "id_password").send_keys("notify-pw\n")
+            wait_for(page, lambda d: d.current_url.endswith("/notifications/"), f"{name}'s login")
+            wait_open(page)
+
+        def badge(driver):
+            return driver.find_element("id", "badge").text
+
+        to = other.find_element("id", "to")
+        to.clear()
+        to.send_keys("nora")
+        other.find_element("id", "text").send_keys("lunch?\n")
+        wait_for(other, lambda d: d.find_element("id", "sent").text == "Sent to nora.", "Omar's confirmation")
+        wait_for(windows, lambda d: badge(d) == "1", "Nora's badge")
+        assert [line.split(": ", 1)[1] for line in texts(windows, "#notifications li")] == ["lunch? (from omar)"]
+        assert windows.title.startswith("(1) ")
+        windows.find_element("id", "read").click()
+        assert badge(windows) == "0"
+        assert badge(other) == "0" and texts(other, "#notifications li") == []
+
+
 def test_pages_reconnect_after_a_server_restart(windows, project):
     windows.get(project.url + "/echo/page")
     echo = windows.current_window_handle
@@ -313,7 +347,10 @@ def test_pages_reconnect_after_a_server_restart(windows, project):
 
 
 # Every page of the project, and what a page must do at a desktop's width and at a phone's.
-PAGES = ["/", "/echo/page", "/chat/", "/chat/lobby/", "/chat/login/", "/search/", "/search/add"]
+PAGES = [
+    "/", "/echo/page", "/chat/", "/chat/lobby/", "/chat/login/", "/search/", "/search/add",
+    "/notifications/", "/notifications/login/",
+]  # fmt: skip
 SCREENS = {"desktop": (1280, 900, False), "phone": (390, 844, True)}
 UNBREAKABLE = "x" * 300  # a message with no place to break a line
 

@@ -20,6 +20,7 @@ INSTALLED_APPS = [
     "echo",
     "search",
     "chat",
+    "notifications",
 ]
 
 MIDDLEWARE = [
@@ -71,7 +72,7 @@ LIVE_SEARCH_INTERVAL = 30
 
 # Chat: rooms are groups. In memory by default (the sockets of one process: runserver); set
 # REDIS_URL (e.g. redis://127.0.0.1:6379/0) to share them between processes, as several
-# gunicorn workers need.
+# gunicorn workers need. (So are the notifications' users: see notifications/views.py.)
 if os.environ.get("REDIS_URL"):
     WEBSOCKET_GROUPS = {
         "BACKEND": "django_websocket.groups.redis.RedisGroupBackend",

@@ -10,6 +10,7 @@ urlpatterns = [
     path("echo/page", echo_views.index, name="echo-page"),
     path("search/", include("search.urls")),
     path("chat/", include("chat.urls")),
+    path("notifications/", include("notifications.urls")),
 ]
 
 # The pages' script and style under any server, not only runserver (DEBUG only, as here).

@@ -6,6 +6,7 @@ EXAMPLES = [
     ("echo-page", "Echo", "every message comes back, as in the 2010 example."),
     ("chat:index", "Chat", "rooms where logged-in users talk, on groups (in memory, or Redis)."),
     ("search:search", "Live search", "results pushed every few seconds and whenever the data changes."),
+    ("notifications:page", "Notifications", "a badge counting what was sent to you, on a detached socket."),
 ]
 
 
