@@ -12,6 +12,8 @@ Scenarios (``--scenarios``, by their short names), each on fresh servers of 127.
 * ``floor`` (no groups): the sender's view writes to each socket itself, one after the other:
   what the machine, the server and this client allow at best;
 * ``memory`` (1 process): every socket on one process, the in-memory backend (the default);
+* ``detached`` (1 process): the same, each member's view detached once it joined
+  (``request.websocket.detach()``): no view waits for any socket;
 * ``redis`` (1 process): the same through a Redis server, to show the cost of the hop;
 * ``redis2``, ``redis3``: the sockets spread over two or three processes sharing one Redis, the
   sender on the first;
@@ -213,6 +215,7 @@ CLUSTER = {"BENCH_REDIS_BACKEND": "RedisClusterGroupBackend"}
 SCENARIOS = {
     "floor": ("no groups (floor)", 1, None, {"BENCH_DIRECT": "1"}),
     "memory": ("memory, 1 process", 1, None, {}),
+    "detached": ("memory, 1 process, detached", 1, None, {"BENCH_DETACH": "1"}),
     "redis": ("redis, 1 process", 1, "server", {}),
     "redis2": ("redis, 2 processes", 2, "server", {}),
     "redis3": ("redis, 3 processes", 3, "server", {}),

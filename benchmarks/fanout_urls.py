@@ -1,7 +1,9 @@
 """The views of the fan-out benchmark: members of one group, and a sender.
 
 With ``BENCH_DIRECT=1`` the sender's thread writes to every member socket itself, one after the
-other, without groups: the floor that the machine, the server and the client allow.
+other, without groups: the floor that the machine, the server and the client allow. With
+``BENCH_DETACH=1`` each member joins, says so and detaches (``request.websocket.detach()``): its
+view returns, and the group's messages reach the socket all the same.
 """
 
 import os
@@ -12,6 +14,7 @@ from django.urls import path
 from django_websocket import groups, require_websocket
 
 DIRECT = bool(os.environ.get("BENCH_DIRECT"))
+DETACH = bool(os.environ.get("BENCH_DETACH"))
 MEMBERS = []  # the member sockets, for BENCH_DIRECT
 
 
@@ -22,6 +25,9 @@ def member(request):
     else:
         request.websocket.join("bench")
     request.websocket.send("ready")
+    if DETACH:
+        request.websocket.detach()
+        return
     for _ in request.websocket:
         pass
 

@@ -5,6 +5,7 @@
 """
 
 import os
+import sys
 import tracemalloc
 
 from tests.settings import *  # noqa: F403
@@ -15,6 +16,11 @@ LOGGING["loggers"]["django_websocket"]["level"] = "WARNING"  # noqa: F405
 
 if "BENCH_PING_INTERVAL" in os.environ:
     WEBSOCKET_PING_INTERVAL = float(os.environ["BENCH_PING_INTERVAL"]) or None
+
+if os.environ.get("BENCH_SWITCH_INTERVAL"):
+    # How often a thread holding the GIL hands it over (5 ms by default): benchmarks/detached.py
+    # measures what a thread writing to thousands of sockets costs the others' requests.
+    sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))
 
 if os.environ.get("BENCH_TRACEMALLOC") and not tracemalloc.is_tracing():
     tracemalloc.start(int(os.environ["BENCH_TRACEMALLOC"]))

@@ -1,5 +1,6 @@
 """The benchmark's URLs: the test project's echo view, the same view as a group member, and the
-allocation report."""
+allocation report; the test project's plain view and the views of its detached sockets
+(``tests/detach_views.py``, for benchmarks/detached.py)."""
 
 import gc
 import tracemalloc
@@ -8,7 +9,7 @@ from django.http import HttpResponse
 from django.urls import path
 
 from django_websocket import require_websocket
-from tests import views
+from tests import detach_views, group_views, views
 
 _baseline = []
 
@@ -99,4 +100,9 @@ urlpatterns = [
     path("stats", stats),
     path("raw-echo", raw_echo),
     path("tracemalloc", allocations),
+    path("plain", views.plain),
+    path("detach/notify", detach_views.notify),
+    path("detach/send-sequence", detach_views.send_sequence),
+    path("detach/status", detach_views.status),
+    path("groups/members", group_views.members),
 ]
