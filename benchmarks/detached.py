@@ -8,9 +8,10 @@
 ``latency``: gunicorn's gthread worker of this app with four threads (``gunicorn -k
 django_websocket.servers.gunicorn.ThreadWorker --threads 4 --workers 1``, as
 docs/howto/deployment/gunicorn.rst deploys it), ``--sockets`` detached sockets open, and plain
-HTTP requests (a new connection each, one at a time) answered meanwhile: their latency with no
-socket open, with every socket open and idle, and while the sockets' group gets a message every
-``--interval`` seconds. Attached, four threads would hold four sockets at most.
+HTTP requests (a new connection each, one at a time, from a process of their own) answered
+meanwhile: their latency with no socket open, with every socket open and idle, and while the
+sockets' group gets a message every ``--interval`` seconds. Attached, four threads would hold
+four sockets at most.
 
 ``lossless``: ``--sockets`` detached sockets on one process (the gevent server, or the gthread
 worker above), then one view sends their group ``--messages`` messages back to back; each socket
@@ -28,8 +29,10 @@ markdown tables; the fan-out latency of detached sockets against attached ones i
 
 import argparse
 import asyncio
+import concurrent.futures
 import http.client
 import json
+import multiprocessing
 import os
 import resource
 import statistics
@@ -146,15 +149,23 @@ def close_all(clients):
 async def run_latency(args):
     server = start_server("gthread", args.switch_interval)
     clients, rows = [], []
+    # The plain requests are made and timed by a process of their own: in this one, they would
+    # wait for the interpreter lock while the event loop reads the group's messages.
+    timer = concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    loop = asyncio.get_running_loop()
+
+    async def timed(requests):
+        return await loop.run_in_executor(timer, latencies, server.port, requests, args.timeout)
+
     try:
         port = server.port
-        await asyncio.to_thread(latencies, port, 20, args.timeout)  # warm-up
-        rows.append(("no socket open", summary(await asyncio.to_thread(latencies, port, args.requests, args.timeout))))
+        await timed(20)  # warm-up
+        rows.append(("no socket open", summary(await timed(args.requests))))
         opened_in = await open_detached(server, "bench", args.sockets, clients, args.timeout)
         status = await asyncio.to_thread(server_status, port, args.timeout)
         print(f"{args.sockets} detached sockets open in {opened_in:.1f} s: {status}", file=sys.stderr)
         await asyncio.sleep(args.settle)
-        idle = await asyncio.to_thread(latencies, port, args.requests, args.timeout)
+        idle = await timed(args.requests)
         rows.append((f"{args.sockets:,} detached sockets, idle", summary(idle)))
 
         # The same while the group gets a message every --interval seconds, each sent by a
@@ -172,7 +183,7 @@ async def run_latency(args):
         thread = threading.Thread(target=sender, daemon=True)
         thread.start()
         try:
-            busy = await asyncio.to_thread(latencies, port, args.requests, args.timeout)
+            busy = await timed(args.requests)
         finally:
             stop.set()
             await asyncio.to_thread(thread.join, args.timeout)
@@ -191,6 +202,7 @@ async def run_latency(args):
         rows.append((label, summary(busy)))
         status_after = await asyncio.to_thread(server_status, port, args.timeout)
     finally:
+        timer.shutdown()
         close_all(clients)
         await asyncio.sleep(0.5)
         server.stop()
