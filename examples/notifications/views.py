@@ -25,8 +25,8 @@ def user_group(user):
 
 def notify(user, text, sender=""):
     """Push a notification to the open pages of ``user`` (none open: nobody gets it)."""
-    notice = {"type": "notification", "text": text[:MAX_LENGTH], "from": sender, "at": timezone.now()}
-    groups.send_json(user_group(user), notice)
+    notice = {"type": "notification", "text": text[:MAX_LENGTH], "from": sender}
+    groups.send_json(user_group(user), {**notice, "at": timezone.now()})
 
 
 @accept_websocket
@@ -35,7 +35,8 @@ def page(request):
     if not request.is_websocket():
         return render(request, "notifications/page.html")
     if not request.user.is_authenticated:
-        return HttpResponseForbidden("Log in to get notifications.")  # before the 101: refused
+        # Refused before the 101: the page's client sees a failed connection.
+        return HttpResponseForbidden("Log in to get notifications.")
     # detach-start
     websocket = request.websocket
     websocket.join(user_group(request.user))
