@@ -241,6 +241,60 @@ class _EventWebSocket:
     def _require_accepted(self):
         pass  # accepting needs the loop: the subclasses' entry points do it
 
+    # --- group delivery (django_websocket.groups.base.Outbox), from any thread ------------------
+
+    # What a group's delivery reads of a socket connection's: an ASGI connection has no frames
+    # of its own waiting to be written, and no socket (its sender thread lingers, as for TLS).
+    _out = None
+    _sock = None
+
+    def _send_now(self, message):
+        """Queue ``message`` for the writer only if the connection is not behind, never blocking:
+        a group's direct delivery. False when the connection is not open, or more than
+        ``_SEND_HIGH_WATER`` waits for the server (the group then queues the message in the
+        member's outbox, whose sender thread waits in :meth:`_send_threadsafe`, and the group's
+        slow-consumer policy applies when that outbox is full)."""
+        with self._lock:
+            if self._state is not OPEN or self._outgoing_bytes > _SEND_HIGH_WATER:
+                return False
+            self._queue_send_locked(message)
+            self._wake_writer_locked(False)  # (from the loop's thread too: one more callback)
+        return True
+
+    def _send_threadsafe(self, message):
+        # From any thread but the loop's: queue, wake the writer, and wait while more than
+        # _SEND_HIGH_WATER is queued (bounded by send_timeout without progress).
+        with self._lock:
+            if self._state is not OPEN:
+                raise self._closed_error()
+            self._queue_send_locked(message)
+            self._wake_writer_locked(False)
+            if self._outgoing_bytes > _SEND_HIGH_WATER:
+                self._wait_drained_locked()
+
+    def _wait_drained_locked(self):
+        # The lock is held: wait for the writer, as long as it makes progress.
+        timeout = self.send_timeout
+        while self._outgoing_bytes > _SEND_HIGH_WATER and self._state is OPEN:
+            sent = self._sent
+            self._room_waiters += 1
+            try:
+                self._writable.wait(timeout)
+            finally:
+                self._room_waiters -= 1
+            if self._sent == sent and self._state is OPEN and self._outgoing_bytes > _SEND_HIGH_WATER:
+                self._lock.release()
+                try:
+                    self._end(
+                        f"the client took nothing for {timeout}s (WEBSOCKET_SEND_TIMEOUT)",
+                        CloseCode.ABNORMAL_CLOSURE,
+                        "",
+                    )
+                finally:
+                    self._lock.acquire()
+        if self._state is CLOSED and self.end_reason != "closed":
+            raise self._closed_error()
+
     # --- the event loop's side ------------------------------------------------------------------
 
     def _accept_event(self, subprotocol):
@@ -656,38 +710,7 @@ class ASGIWebSocket(_EventWebSocket):
             self._ensure_accepted()
         if not isinstance(message, (str, bytes, bytearray, memoryview)):
             message = str(message)
-        with self._lock:
-            if self._state is not OPEN:
-                raise self._closed_error()
-            self._queue_send_locked(message)
-            self._wake_writer_locked(False)
-            if self._outgoing_bytes > _SEND_HIGH_WATER:
-                self._wait_drained_locked()
-
-    _send_threadsafe = send
-
-    def _wait_drained_locked(self):
-        # The lock is held: wait for the writer, as long as it makes progress.
-        timeout = self.send_timeout
-        while self._outgoing_bytes > _SEND_HIGH_WATER and self._state is OPEN:
-            sent = self._sent
-            self._room_waiters += 1
-            try:
-                self._writable.wait(timeout)
-            finally:
-                self._room_waiters -= 1
-            if self._sent == sent and self._state is OPEN and self._outgoing_bytes > _SEND_HIGH_WATER:
-                self._lock.release()
-                try:
-                    self._end(
-                        f"the client took nothing for {timeout}s (WEBSOCKET_SEND_TIMEOUT)",
-                        CloseCode.ABNORMAL_CLOSURE,
-                        "",
-                    )
-                finally:
-                    self._lock.acquire()
-        if self._state is CLOSED and self.end_reason != "closed":
-            raise self._closed_error()
+        self._send_threadsafe(message)
 
     def wait(self, timeout=None):
         """Return the next message, blocking until one arrives; None once the connection is
@@ -870,14 +893,6 @@ class AsyncWebSocket(_EventWebSocket):
                     self._room_waiters -= 1
         if self._state is CLOSED and self.end_reason != "closed":
             raise self._closed_error()
-
-    def _send_threadsafe(self, message):
-        # For other threads (group delivery): queue and wake the writer; never waits long.
-        with self._lock:
-            if self._state is not OPEN:
-                raise self._closed_error()
-            self._queue_send_locked(message)
-            self._wake_writer_locked(False)
 
     async def wait(self, timeout=None):
         """Return the next message; None once the connection is closed, or when ``timeout``
