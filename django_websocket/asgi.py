@@ -130,17 +130,23 @@ class WebSocketASGIHandler:
         handover.asynchronous = self._resolves_to_async_view(request)
         try:
             if handover.asynchronous:
-                await self._serve_async(scope, request, handover)
+                websocket = await self._serve_async(scope, request, handover)
             else:
-                await self._serve_sync(scope, request, handover)
+                websocket = await self._serve_sync(scope, request, handover)
         except asyncio.CancelledError:
-            # The server cancels the connection's task (daphne and hypercorn on shutdown, daphne
-            # when a client is gone for longer than its application_close_timeout): end the
-            # connection, so that a view blocked in wait() wakes up in its thread and returns
-            # (its thread would otherwise keep the process from exiting), and stop our tasks.
-            websocket = getattr(request, "websocket", None)
-            if websocket is not None and hasattr(websocket, "_cancelled"):
-                websocket._cancelled()
+            _cancelled(getattr(request, "websocket", None))
+            raise
+        # The request is over (its view returned, request_finished was sent): nothing of it
+        # stays for as long as a detached connection lives on (its view's thread has ended).
+        del request, http_scope
+        if websocket is None:
+            return
+        try:
+            # Closes the connection, or, once detached, lasts as long as it does: the server
+            # closes the socket when this call returns.
+            await websocket._finish()
+        except asyncio.CancelledError:
+            _cancelled(websocket)
             raise
 
     def _resolves_to_async_view(self, request):
@@ -164,14 +170,13 @@ class WebSocketASGIHandler:
             from .handler import error_response
 
             await self._refuse(error_response(503, "Too many WebSocket connections; try again later."), handover)
-            return
+            return None
         self._busy_threads += 1
         try:
-            websocket = await self._in_thread(self._run_sync, scope, request, handover)
+            # The view's thread ends when the view returns, detached or not.
+            return await self._in_thread(self._run_sync, scope, request, handover)
         finally:
             self._busy_threads -= 1
-        if websocket is not None:
-            await websocket._finish()
 
     async def _in_thread(self, function, *args):
         """``function(*args)`` in a new daemon thread; its result or exception, on the loop.
@@ -232,9 +237,7 @@ class WebSocketASGIHandler:
                 await self._refuse(response, handover)
         finally:
             await self._finish_response(response)
-        websocket = getattr(request, "websocket", None)
-        if websocket is not None:
-            await websocket._finish()
+        return getattr(request, "websocket", None)
 
     async def _finish_response(self, response):
         # request_finished, as Django's ASGI handler sends it: from a thread for sync code.
@@ -259,6 +262,15 @@ class WebSocketASGIHandler:
         else:
             # ASGI: a close before the accept is answered with 403 by the server.
             await send({"type": "websocket.close", "code": 1008})
+
+
+def _cancelled(websocket):
+    """The server cancelled the connection's task (daphne and hypercorn on shutdown, daphne when
+    a client is gone for longer than its application_close_timeout): end the connection, so
+    that a view blocked in wait() wakes up in its thread and returns (its thread would otherwise
+    keep the process from exiting), and stop our tasks."""
+    if websocket is not None and hasattr(websocket, "_cancelled"):
+        websocket._cancelled()
 
 
 def _batch_scheduling():

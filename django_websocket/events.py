@@ -40,6 +40,7 @@ import weakref
 from .exceptions import ConnectionClosed, InvalidState
 from .frames import CloseCode
 from .protocol import DEFAULT_MAX_MESSAGE_SIZE
+from .reactor import OnMessage, get_reactor
 from .websocket import CLOSED, CLOSING, CONNECTING, DEFAULT_MAX_QUEUE, DEFAULT_MAX_QUEUE_BYTES, OPEN, _open, _open_lock
 
 __all__ = ["ASGIWebSocket", "AsyncWebSocket", "EventHandover"]
@@ -68,6 +69,10 @@ class EventHandover:
         self.http_response = http_response
         self.accepted = False
         self.taken = False
+        # A connection may outlive its view (detach()): the application's call lasts until
+        # the connection ends, with no thread of its own (WebSocketASGIHandler.websocket).
+        self.detachable = True
+        self.detached = False
 
 
 class _EventWebSocket:
@@ -81,7 +86,8 @@ class _EventWebSocket:
         "_messages", "_queued_bytes", "_readable", "_reading_threads", "_outgoing", "_outgoing_bytes", "_sent",
         "_writable", "_room_waiters", "_writer_awake", "_kick", "_wakeups", "_resume", "_reader_paused", "_tasks",
         "_read_waiter", "_drain_waiter", "_close_callbacks", "_closed_event", "idle_timeout", "_on_idle",
-        "last_received", "_send_inline", "_unfinished", "__dict__", "__weakref__",
+        "last_received", "_send_inline", "_unfinished", "_detached", "_detached_busy", "_reactor",
+        "_end_waiter", "__dict__", "__weakref__",
     )  # fmt: skip
 
     def __init__(
@@ -148,6 +154,10 @@ class _EventWebSocket:
         self.idle_timeout = 1.0
         self._on_idle = None
         self.last_received = None
+        self._detached = None  # the OnMessage policy once detached
+        self._detached_busy = False  # its on_message callback runs
+        self._reactor = None  # the reactor whose policies apply, once detached
+        self._end_waiter = None  # an asyncio.Future _finish() of a detached connection awaits
 
     # --- state --------------------------------------------------------------------------------
 
@@ -240,6 +250,55 @@ class _EventWebSocket:
 
     def _require_accepted(self):
         pass  # accepting needs the loop: the subclasses' entry points do it
+
+    # --- detaching ------------------------------------------------------------------------------
+
+    @property
+    def detached(self):
+        """Whether ``detach()`` let the connection outlive its view."""
+        return self._detached is not None
+
+    def _detach(self, policy):
+        # Shared by both detach()es, once accepted. The reader task applies the policy from
+        # now on (see _deliver); the caller has it applied to what is queued already.
+        with self._lock:
+            if self._state is CLOSED:
+                raise self._closed_error()
+            if self._detached is not None:
+                raise InvalidState("the WebSocket was already detached")
+            self._detached = policy
+            self._reactor = reactor = get_reactor()
+        self._handover.detached = True
+        self._on_idle = None
+        reactor.count(self)
+        return reactor
+
+    def _drop_messages(self):
+        # On the loop: the "ignore" and "close" policies forget the unread messages.
+        with self._lock:
+            self._messages.clear()
+            self._queued_bytes = 0
+            if self._reader_paused:
+                self._reader_paused = False
+                self._resume.set()
+
+    def _caught_up(self, reactor):
+        # From the on_message callback's worker (or task): the loop applies the policy again.
+        try:
+            self._loop.call_soon_threadsafe(reactor._dispatch, self)
+        except RuntimeError:
+            pass  # the loop is closed: the server has stopped, and the connection with it
+
+    async def _until_ended(self):
+        # On the loop: until the connection ended, however it ends (one future for every
+        # waiter: the application's call of a detached connection, close()).
+        with self._lock:
+            if self._state is CLOSED:
+                return
+            waiter = self._end_waiter
+            if waiter is None:
+                self._end_waiter = waiter = self._loop.create_future()
+        await asyncio.shield(waiter)
 
     # --- group delivery (django_websocket.groups.base.Outbox), from any thread ------------------
 
@@ -380,6 +439,8 @@ class _EventWebSocket:
             waiter = self._read_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        if self._detached is not None:
+            self._reactor._dispatch(self)  # the view returned: the policy takes the message
 
     async def _writer(self):
         send = self._handover.send
@@ -514,9 +575,12 @@ class _EventWebSocket:
             self._readable.notify_all()
             self._writable.notify_all()
             read_waiter, drain_waiter, closed_event = self._read_waiter, self._drain_waiter, self._closed_event
+            end_waiter = self._end_waiter
         with _open_lock:
             _open.discard(self)
-        for waiter in (read_waiter, drain_waiter):
+        if self._reactor is not None:
+            self._reactor.uncount(self)
+        for waiter in (read_waiter, drain_waiter, end_waiter):
             if waiter is not None:
                 self._loop.call_soon_threadsafe(_set_done, waiter)
         if closed_event is not None:
@@ -550,12 +614,16 @@ class _EventWebSocket:
 
     async def _finish(self):
         """On the loop, once the view is over: end the connection and stop the tasks. Bounded:
-        a server whose ``send()`` is stuck on a dead client does not hold the scope forever."""
+        a server whose ``send()`` is stuck on a dead client does not hold the scope forever.
+        A detached connection is first awaited until it ends, however that happens: the
+        server closes the socket once the application returns."""
         if self._state is CONNECTING:
             self._state = CLOSED
             self._run_callbacks(self._close_callbacks)
             self._close_callbacks = []
             return
+        if self._detached is not None:
+            await self._until_ended()
         self._close_soon(CloseCode.NORMAL_CLOSURE, "", from_loop=True)
         # Over already (the client's close, a lost connection): no close of ours to wait for.
         # Servers that answer the client's close or close the TCP connection only once the
@@ -770,6 +838,25 @@ class ASGIWebSocket(_EventWebSocket):
         self._ensure_accepted()
         return self._close_soon(code, reason, from_loop=False)
 
+    def detach(self, on_message="ignore"):
+        """Let the connection outlive the view: once the view returns, its thread is released
+        (and counts no more against :setting:`WEBSOCKET_ASGI_THREADS`), the request is
+        finished, and the connection stays open, read by the event loop. ``on_message`` is the
+        policy for the client's data messages, as in
+        :meth:`django_websocket.websocket.WebSocket.detach` (a callback runs on the reactor's
+        pool of workers); group messages, ``send()``, ``close()`` and ``fail()`` from any
+        thread, the server's keepalive and shutdown are as for any connection.
+
+        Raises :exc:`~django_websocket.exceptions.ConnectionClosed` if the connection is over.
+        """
+        policy = OnMessage(on_message)
+        if policy.asynchronous:
+            raise ValueError("an async def on_message callback needs an async def view")
+        self._ensure_accepted()
+        reactor = self._detach(policy)
+        # What the view left unread meets the policy, on the loop like what comes next.
+        self._loop.call_soon_threadsafe(reactor._dispatch, self)
+
     def fail(self, code, reason=""):
         """Close with ``code`` at once, never blocking (the close goes after what is queued)."""
         if self._state is OPEN:
@@ -801,6 +888,9 @@ class AsyncWebSocket(_EventWebSocket):
 
     async def accept(self, subprotocol=None):
         """Send the ``websocket.accept`` event (the server answers ``101``)."""
+        self._accept_now(subprotocol)
+
+    def _accept_now(self, subprotocol):
         with self._lock:
             self._accept_event(subprotocol)
         self._start()
@@ -935,13 +1025,31 @@ class AsyncWebSocket(_EventWebSocket):
         the close (at most ``close_timeout``)."""
         await self._ensure_accepted()
         self._close_soon(code, reason, from_loop=True)
-        if self._tasks and self._state is not CLOSED:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._tasks[1]), self.close_timeout)
-            except (asyncio.TimeoutError, Exception):
-                pass
+        # Until the end, not the writer's: once detached, the end may come from the client's
+        # answer first, and the application's call then stops the writer.
+        try:
+            await asyncio.wait_for(self._until_ended(), self.close_timeout)
+        except asyncio.TimeoutError:
+            pass
         if self._state is not CLOSED:
             self._end(f"the close did not go out within {self.close_timeout}s", CloseCode.ABNORMAL_CLOSURE, "")
+
+    def detach(self, on_message="ignore"):
+        """Let the connection outlive the view (a plain call: it never waits, and accepts the
+        connection if the view did not): the view may return, and the connection stays open,
+        read by the event loop. ``on_message`` is the policy for the client's data messages, as
+        in :meth:`django_websocket.websocket.WebSocket.detach`: ``"ignore"``, ``("close", code[,
+        reason])``, or a callback ``callback(websocket, message)``; an ``async def`` callback is
+        awaited on the event loop (``await websocket.send(...)``), a plain one runs on the
+        reactor's pool of workers, both one message at a time per connection, in order. Group
+        messages, ``fail()``, the server's keepalive and shutdown are as for any connection.
+
+        Raises :exc:`~django_websocket.exceptions.ConnectionClosed` if the connection is over.
+        """
+        policy = OnMessage(on_message)
+        if self._state is CONNECTING:
+            self._accept_now(None)
+        self._detach(policy)._dispatch(self)  # what the view left unread meets the policy
 
     def fail(self, code, reason=""):
         """Close with ``code`` at once (from any thread), never waiting."""

@@ -507,7 +507,8 @@ async def _serve_async(
         if response is not None:
             return response
         await websocket.accept()
-    await websocket.close()
+    if not websocket.detached:
+        await websocket.close()
     return UpgradeResponse()
 
 

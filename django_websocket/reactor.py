@@ -10,6 +10,12 @@ small bounded pool of workers runs, one message at a time per connection, in ord
 pings, group messages (written directly to the socket, :mod:`django_websocket.groups`) and
 shutdown (:func:`~django_websocket.websocket.close_all`) need nothing of the reactor.
 
+The policies are the same for a detached connection of an ASGI server
+(:mod:`django_websocket.events`), whose event loop reads it: its reader task applies them to each
+message it receives, callbacks run on the same pool, and the reactor's
+thread is not involved. An ``async def`` callback of an ``async def`` view is awaited on the
+event loop instead, one message at a time, in order.
+
 Once a connection has ended, the reactor closes its socket: after a clean end, once the peer's FIN
 came (or ``close_timeout`` passed), so that the close frame is not lost to a reset (RFC 6455
 §7.1.1), as :meth:`~django_websocket.websocket.WebSocket._release` does for an attached one.
@@ -20,20 +26,23 @@ entry; no thread, no greenlet, no Django request.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import concurrent.futures
+import inspect
 import logging
 import selectors
 import socket
 import threading
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Collection
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .frames import is_valid_close_code
 from .websocket import CLOSED
 
 if TYPE_CHECKING:
+    from .protocol import Message
     from .websocket import WebSocket
 
 __all__ = ["OnMessage", "get_reactor", "Reactor"]
@@ -54,19 +63,26 @@ class OnMessage:
     time per connection and in order; while it runs, the connection's unread messages wait in its
     bounded queue, and past that bound the reactor stops reading that socket (TCP then holds the
     client back). An exception in the callback is logged and closes the connection with 1011.
+    An ``async def`` callback (``asynchronous``) is for an ``async def`` view on an ASGI server:
+    it is awaited on the event loop, with the same order and bounds.
     """
 
-    __slots__ = ("kind", "code", "reason", "callback")
+    __slots__ = ("kind", "code", "reason", "callback", "asynchronous")
 
     def __init__(self, on_message: Any) -> None:
         self.code = 1003
         self.reason = ""
-        self.callback: Callable[[Any, str | bytes], object] | None = None
+        self.callback: Callable[[Any, str | bytes], Any] | None = None
+        self.asynchronous = False
         if on_message == "ignore" or on_message is None:
             self.kind = "ignore"
         elif callable(on_message):
             self.kind = "callback"
             self.callback = on_message
+            # An async def function, or an object whose __call__ is one.
+            self.asynchronous = inspect.iscoroutinefunction(on_message) or inspect.iscoroutinefunction(
+                type(on_message).__call__
+            )
         elif isinstance(on_message, tuple) and on_message and on_message[0] == "close" and 2 <= len(on_message) <= 3:
             self.kind = "close"
             self.code = int(on_message[1])
@@ -82,6 +98,31 @@ class OnMessage:
 
     def __repr__(self) -> str:
         return f"<OnMessage {self.kind}>"
+
+
+class Detachable(Protocol):
+    """What the policies need of a detached connection: a
+    :class:`~django_websocket.websocket.WebSocket`, read by the reactor's thread, or an ASGI
+    connection (:mod:`django_websocket.events`), read by its event loop. The policy is applied in
+    that one reading thread, never in two at once."""
+
+    _detached: OnMessage | None
+    _detached_busy: bool  # a callback runs (a worker's, or a task on the loop)
+
+    @property
+    def _messages(self) -> Collection[Message] | None: ...
+
+    def read(self) -> Message | None: ...
+
+    def fail(self, code: int, reason: str = "") -> None: ...
+
+    def _drop_messages(self) -> None: ...
+
+    def _start_close(self, code: int, reason: str, blocking: bool) -> object: ...
+
+    def _caught_up(self, reactor: Reactor) -> None:
+        """From the callback's thread, once it read every message: the reading thread applies
+        the policy again (messages may have come since)."""
 
 
 class Reactor:
@@ -101,9 +142,13 @@ class Reactor:
         # Connections that ended cleanly, whose socket closes once the peer's FIN came: deadline.
         self._draining: dict[WebSocket, float] = {}
         self._watched: set[WebSocket] = set()
+        # Detached connections that their event loop reads (ASGI), counted only.
+        self._looped: set[Detachable] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # async callbacks running (held: see create_task)
 
     def __len__(self) -> int:
-        return len(self._watched)
+        """The detached connections of this process (read by the reactor or by an event loop)."""
+        return len(self._watched) + len(self._looped)
 
     # --- from any thread ----------------------------------------------------------------------
 
@@ -114,6 +159,15 @@ class Reactor:
     def resume(self, websocket: WebSocket) -> None:
         """Read ``websocket`` again (its callback caught up, or its queue was full)."""
         self._command("resume", websocket)
+
+    def count(self, websocket: Detachable) -> None:
+        """Count ``websocket``, a detached connection that its event loop reads, until :meth:`uncount`."""
+        with self._lock:
+            self._looped.add(websocket)
+
+    def uncount(self, websocket: Detachable) -> None:
+        with self._lock:
+            self._looped.discard(websocket)
 
     def _command(self, kind: str, websocket: WebSocket) -> None:
         with self._lock:
@@ -195,7 +249,9 @@ class Reactor:
             # would wake the reactor for nothing; the callback's worker resumes it.
             self._unwatch(websocket)
 
-    def _dispatch(self, websocket: WebSocket) -> None:
+    def _dispatch(self, websocket: Detachable) -> None:
+        """Apply the policy of a detached connection to its unread messages; called by the one
+        thread that reads it (this reactor's thread, or an ASGI connection's event loop)."""
         policy = websocket._detached
         if policy is None or not websocket._messages:
             return
@@ -206,15 +262,21 @@ class Reactor:
             websocket._start_close(policy.code, policy.reason, blocking=False)
         elif not websocket._detached_busy:
             websocket._detached_busy = True
-            self._workers().submit(self._run_callback, websocket, policy)
+            if policy.asynchronous:
+                # On the connection's event loop (where this runs for such a connection).
+                task = asyncio.ensure_future(self._await_callback(websocket, policy))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            else:
+                self._workers().submit(self._run_callback, websocket, policy)
 
     def _workers(self) -> concurrent.futures.ThreadPoolExecutor:
         if self._pool is None:
             self._pool = concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="websocket-detached")
         return self._pool
 
-    def _run_callback(self, websocket: WebSocket, policy: OnMessage) -> None:
-        # A worker: the connection's messages one by one, then hand it back to the reactor.
+    def _run_callback(self, websocket: Detachable, policy: OnMessage) -> None:
+        # A worker: the connection's messages one by one, then hand it back to its reader.
         assert policy.callback is not None
         try:
             while True:
@@ -224,12 +286,28 @@ class Reactor:
                 try:
                     policy.callback(websocket, message)
                 except Exception:
-                    logger.exception("Error in the on_message callback of detached %r", websocket)
-                    websocket.fail(1011, "on_message callback failed")
+                    _callback_failed(websocket)
                     break
         finally:
             websocket._detached_busy = False
-            self.resume(websocket)
+            websocket._caught_up(self)
+
+    async def _await_callback(self, websocket: Detachable, policy: OnMessage) -> None:
+        # _run_callback for an async def callback, on the connection's event loop.
+        callback: Callable[[Detachable, Message], Awaitable[object]] = policy.callback  # type: ignore[assignment]
+        try:
+            while True:
+                message = websocket.read()
+                if message is None:
+                    break
+                try:
+                    await callback(websocket, message)
+                except Exception:
+                    _callback_failed(websocket)
+                    break
+        finally:
+            websocket._detached_busy = False
+            websocket._caught_up(self)
 
     def _finished(self, websocket: WebSocket) -> None:
         # The connection ended: close its socket now, or once its peer's FIN came.
@@ -258,6 +336,11 @@ class Reactor:
         self._unwatch(websocket)
         self._watched.discard(websocket)
         websocket._close_descriptor()
+
+
+def _callback_failed(websocket: Detachable) -> None:
+    logger.exception("Error in the on_message callback of detached %r", websocket)
+    websocket.fail(1011, "on_message callback failed")
 
 
 _reactor: Reactor | None = None

@@ -124,6 +124,13 @@ class _Connection(Protocol):
 
     def add_close_callback(self, callback: Callable[[Self], object]) -> None: ...
 
+    @property
+    def detached(self) -> bool: ...
+
+    def detach(self, on_message: Any = "ignore") -> None:
+        """Let the connection outlive the view (a plain call for both kinds): see
+        :meth:`django_websocket.websocket.WebSocket.detach`."""
+
 
 class WebSocketConnection(_Connection, Protocol):
     """``request.websocket`` of a regular (``def``) view, on every server: the blocking API of

@@ -62,7 +62,7 @@ if TYPE_CHECKING:
 
     from typing_extensions import Self
 
-    from .reactor import OnMessage
+    from .reactor import OnMessage, Reactor
 
 _T = TypeVar("_T")
 
@@ -828,9 +828,7 @@ class WebSocket:
 
     def _queue_full(self) -> bool:
         messages = self._messages
-        return messages is not None and (
-            len(messages) >= self.max_queue or self._queued_bytes >= self.max_queue_bytes
-        )
+        return messages is not None and (len(messages) >= self.max_queue or self._queued_bytes >= self.max_queue_bytes)
 
     @property
     def reading_paused(self) -> bool:
@@ -1173,6 +1171,8 @@ class WebSocket:
         from .reactor import OnMessage, get_reactor
 
         policy = OnMessage(on_message)
+        if policy.asynchronous:
+            raise ValueError("an async def on_message callback needs an async def view on an ASGI server")
         self._ensure_accepted()
         if not getattr(self._handover, "detachable", False):
             raise InvalidState(
@@ -1197,6 +1197,10 @@ class WebSocket:
         self._messages = None
         self._queued_bytes = 0
 
+    def _caught_up(self, reactor: Reactor) -> None:
+        # The on_message callback's worker read every message: the reactor reads the socket again.
+        reactor.resume(self)
+
     def _close_descriptor(self) -> None:
         """The reactor's last step of a detached connection: close its socket (it ended, and
         the peer's FIN came or its time is up). Never blocks."""
@@ -1218,4 +1222,3 @@ class WebSocket:
 
     def __repr__(self) -> str:
         return f"<WebSocket {self.handshake.path!r} {self._state.value}>"
-

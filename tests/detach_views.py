@@ -1,5 +1,6 @@
 """Views of tests/test_detach.py: sockets that outlive their views."""
 
+import asyncio
 import json
 import threading
 
@@ -10,7 +11,11 @@ from django_websocket.reactor import get_reactor
 
 
 def _echo_back(websocket, message):
-    websocket.send(f"got:{message}")
+    # On the reactor's pool: "close please" closes the connection from there.
+    if message == "close please":
+        websocket.close(4001, "as asked")
+    else:
+        websocket.send(f"got:{message}")
 
 
 @require_websocket
@@ -45,6 +50,54 @@ def send_sequence(request):
     for seq in range(count):
         groups.send(group, str(seq))
     return HttpResponse(f"sent {count}")
+
+
+async def _async_echo_back(websocket, message):
+    if message == "close please":
+        await websocket.close(4001, "as asked")
+    else:
+        await websocket.send(f"got:{message}")
+
+
+@require_websocket
+async def async_notify(request):
+    # notify() for an async view (ASGI servers): detach() is a plain call there. ?on=callback
+    # detaches with an async def callback, ?on=thread-callback with a plain one, which runs on
+    # the reactor's pool and sends through the loop.
+    ws = request.websocket
+    await ws.join(request.GET["group"], info={"kind": "detached"})
+    await ws.send("joined")
+    on = request.GET.get("on", "ignore")
+    if on == "close":
+        ws.detach(("close", 4000, "no messages here"))
+    elif on == "callback":
+        ws.detach(_async_echo_back)
+    elif on == "thread-callback":
+        loop = asyncio.get_running_loop()
+
+        def echo_back(websocket, message):
+            answer = (
+                websocket.close(4001, "as asked") if message == "close please" else websocket.send(f"got:{message}")
+            )
+            asyncio.run_coroutine_threadsafe(answer, loop).result(10)
+
+        ws.detach(echo_back)
+    else:
+        ws.detach()
+    _returned.add(request.GET["group"])
+
+
+@require_websocket
+async def async_attached(request):
+    ws = request.websocket
+    await ws.join(request.GET["group"])
+    await ws.send("joined")
+    async for _message in ws:
+        pass
+
+
+# The groups of the async_notify views that returned (the in-process test client's test).
+_returned = set()
 
 
 def status(request):

@@ -52,7 +52,9 @@ def member(request):
                 ws.send(json.dumps({"configured": command["configure"]}))
             elif "flood" in command:
                 options = {
-                    key: command[key] for key in ("size", "then", "start", "until_behind", "settle") if key in command
+                    key: command[key]
+                    for key in ("size", "then", "start", "until_behind", "settle", "limit")
+                    if key in command
                 }
                 sent = flood(command["flood"], **options)
                 ws.send(json.dumps({"sent": sent}))

@@ -164,43 +164,44 @@ SERVERS = {
 # Each entry starts the test project's asgi.py (tests/asgi.py, django_websocket.asgi) by default;
 # ``app=`` starts another ASGI application on the same server the same way (the bare echo
 # application of compliance/asgi_echo.py, to tell the server's own behaviour from ours), and
-# ``options`` adds command-line options (a limit, a timeout) to the documented command.
+# ``options`` adds command-line options (a limit, a timeout) to the documented command, and
+# ``workers`` sets the number of worker processes (2 by default; daphne runs one).
 
 APP = "tests.asgi:application"
 BARE_APP = "compliance.asgi_echo:app"
 
 
 def _uvicorn(ws):
-    def argv(app, port):
+    def argv(app, port, workers):
         ws_option = [] if ws == "auto" else ["--ws", ws]
-        return ["-m", "uvicorn", app, *ws_option, "--workers", "2", "--host", "127.0.0.1", "--port", str(port)]
+        return ["-m", "uvicorn", app, *ws_option, "--workers", workers, "--host", "127.0.0.1", "--port", str(port)]
 
     return argv
 
 
-def _daphne(app, port):
+def _daphne(app, port, workers):
     # daphne runs one process: no workers to ask for.
     return ["-m", "daphne", "-b", "127.0.0.1", "-p", str(port), app]
 
 
-def _hypercorn(app, port):
-    return ["-m", "hypercorn", "--workers", "2", "--bind", f"127.0.0.1:{port}", app]
+def _hypercorn(app, port, workers):
+    return ["-m", "hypercorn", "--workers", workers, "--bind", f"127.0.0.1:{port}", app]
 
 
-def _granian(app, port):
+def _granian(app, port, workers):
     return [
-        "-m", "granian", "--interface", "asgi", "--workers", "2", "--host", "127.0.0.1", "--port", str(port), app,
+        "-m", "granian", "--interface", "asgi", "--workers", workers, "--host", "127.0.0.1", "--port", str(port), app,
     ]  # fmt: skip
 
 
-def _gunicorn_asgi(app, port):
-    return ["-m", "gunicorn", "-k", "asgi", "--workers", "2", "--bind", f"127.0.0.1:{port}", app]
+def _gunicorn_asgi(app, port, workers):
+    return ["-m", "gunicorn", "-k", "asgi", "--workers", workers, "--bind", f"127.0.0.1:{port}", app]
 
 
 def _asgi(name, argv, *, http_response):
-    def start(env=None, app=APP, options=()):
+    def start(env=None, app=APP, options=(), workers=2):
         port = free_port()
-        command = [sys.executable, *argv(app, port)]
+        command = [sys.executable, *argv(app, port, str(workers))]
         # Options go right after the server's module name, where every server's parser takes them.
         command[3:3] = list(options)
         run_env = {"XDG_RUNTIME_DIR": tempfile.mkdtemp(prefix=f"server-{name}-run-"), **(env or {})}

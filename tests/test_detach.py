@@ -1,12 +1,15 @@
-"""Detached sockets (``request.websocket.detach()``), over every WSGI server path and real clients.
+"""Detached sockets (``request.websocket.detach()``), over every server path and real clients.
 
 The view joins a group, says "joined" and detaches: it returns at once, and the connection lives
-on in the process's reactor. Each test checks what a user relies on: group messages keep coming,
-pings and closes are answered, the policy for client messages holds, membership ends with the
-connection, the server's shutdown reaches detached sockets, and nothing is held per socket.
+on, in the process's reactor on a WSGI server, read by the event loop on an ASGI server (for
+regular and ``async def`` views alike). Each test checks what a user relies on: group messages
+keep coming, pings and closes are answered, the policy for client messages holds, membership
+ends with the connection, the server's shutdown reaches detached sockets as it reaches attached
+ones, a member too slow for its group gets the group's policy, and nothing is held per socket.
 """
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -15,14 +18,17 @@ import struct
 import time
 import urllib.parse
 import urllib.request
+import uuid
 import warnings
 
 import pytest
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from tests import servers
 from tests.rawclient import RawClient
+from tests.test_asgi_servers import FACTS
+from tests.test_groups import EXTRA, LEGACY, QUEUE, read_flood
 
 TIMEOUT = 10
 # Every WSGI server path; gunicorn with one worker, so that a group message sent over HTTP is in
@@ -43,14 +49,61 @@ STARTERS = {
         "--workers", "1",
     ),
 }  # fmt: skip
+WSGI = set(STARTERS)
+# The ASGI servers, with one worker for the same reason, each for regular and async def views.
+STARTERS.update({name: functools.partial(start, workers=1) for name, start in servers.ASGI_SERVERS.items()})
+TARGETS = sorted([(name, "sync") for name in STARTERS] + [(name, "async") for name in servers.ASGI_SERVERS])
 
 
-@pytest.fixture(scope="module", params=sorted(STARTERS))
-def server(request):
-    started = STARTERS[request.param]()
+class Target:
+    """A started server, and the kind of view (``"sync"``, or ``"async"`` on an ASGI server)
+    whose paths :meth:`path` gives."""
+
+    def __init__(self, server, kind):
+        self.server = server
+        self.kind = kind
+
+    def __getattr__(self, name):
+        return getattr(self.server, name)
+
+    def path(self, view):
+        return f"/detach/{'a' if self.kind == 'async' else ''}{view}"
+
+
+def assert_no_traceback(server):
+    output = server.output()
+    assert "Traceback" not in output, output[-5000:]
+
+
+@pytest.fixture(scope="module")
+def running():
+    """One server at a time, kept while the tests of its sync and async views run."""
+    started = {}
     yield started
-    started.stop()
-    assert "Traceback" not in started.output()
+    for server in started.values():
+        server.stop()
+        assert_no_traceback(server)
+
+
+@pytest.fixture(scope="module", params=TARGETS, ids=[f"{name}-{kind}" for name, kind in TARGETS])
+def server(request, running):
+    name, kind = request.param
+    if name not in running:
+        for other in list(running):
+            stopped = running.pop(other)
+            stopped.stop()
+            assert_no_traceback(stopped)
+        running[name] = STARTERS[name]()
+    return Target(running[name], kind)
+
+
+def close_from_server(server, code, reason=""):
+    """The (code, reason) a client gets when the server side closes with ``code`` and ``reason``,
+    detached or attached: daphne sends only 1000 and 3000-4999, without the reason (its limits in
+    tests/servers.py's SERVER_LIMITS)."""
+    if server.name == "daphne":
+        return (code if code == 1000 or 3000 <= code <= 4999 else 1000, "")
+    return (code, reason)
 
 
 def http_get(server, path):
@@ -67,12 +120,13 @@ def send(server, group, message):
     assert http_get(server, f"/groups/send?{query}") == "sent"
 
 
-def detached(server, group, on="ignore", **kwargs):
+def detached(server, group, on="ignore", path=None, **kwargs):
     # Used as a context manager by every test; websockets warns when connect() is called outside one.
     query = urllib.parse.urlencode({"group": group, "on": on})
+    path = path or server.path("notify")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        ws = connect(server.url + f"/detach/notify?{query}", open_timeout=TIMEOUT, **kwargs)
+        ws = connect(server.url + f"{path}?{query}", open_timeout=TIMEOUT, **kwargs)
         assert ws.recv(timeout=TIMEOUT) == "joined"
     return ws
 
@@ -104,7 +158,7 @@ def test_group_messages_reach_a_detached_socket_in_order(server, request):
 
 def test_attached_and_detached_members_of_one_group(server, request):
     group = f"mixed-{request.node.name}"
-    attached = server.url + "/detach/attached?" + urllib.parse.urlencode({"group": group})
+    attached = server.url + server.path("attached") + "?" + urllib.parse.urlencode({"group": group})
     with detached(server, group) as a, connect(attached, open_timeout=TIMEOUT) as b:
         assert b.recv(timeout=TIMEOUT) == "joined"
         send(server, group, "both")
@@ -117,14 +171,17 @@ def test_a_client_close_completes_and_membership_ends(server, request):
     ws = detached(server, group)
     assert wait_until(lambda: members(server, group) == 1)
     ws.close(4002, "bye")
-    assert ws.protocol.close_rcvd is not None and ws.protocol.close_rcvd.code == 4002  # the reactor echoed it
+    # Echoed (by the reactor on a WSGI server, by the ASGI server itself; daphne answers any
+    # client's close with 1000, attached sockets' too).
+    echo = 1000 if server.name == "daphne" else 4002
+    assert ws.protocol.close_rcvd is not None and ws.protocol.close_rcvd.code == echo
     assert wait_until(lambda: members(server, group) == 0)
 
 
 def test_a_client_that_vanishes_while_detached(server, request):
     group = f"vanish-{request.node.name}"
     with RawClient(server.host, server.port) as client:
-        assert client.request("/detach/notify?" + urllib.parse.urlencode({"group": group}))[0] == 101
+        assert client.request(server.path("notify") + "?" + urllib.parse.urlencode({"group": group}))[0] == 101
         assert client.recv_frame()[2] == b"joined"
         assert wait_until(lambda: members(server, group) == 1)
         client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -146,7 +203,7 @@ def test_a_close_policy_closes_on_the_first_message(server, request):
         ws.send("hello?")
         with pytest.raises(ConnectionClosed) as info:
             ws.recv(timeout=TIMEOUT)
-        assert (info.value.rcvd.code, info.value.rcvd.reason) == (4000, "no messages here")
+        assert (info.value.rcvd.code, info.value.rcvd.reason) == close_from_server(server, 4000, "no messages here")
 
 
 def test_a_close_policy_with_a_code_no_endpoint_may_send_is_refused_at_detach(server):
@@ -163,10 +220,47 @@ def test_a_close_policy_with_a_code_no_endpoint_may_send_is_refused_at_detach(se
 
 def test_a_callback_policy_answers_each_message_in_order(server, request):
     group = f"callback-{request.node.name}"
-    with detached(server, group, on="callback") as ws:
-        for i in range(50):
-            ws.send(str(i))
-        assert [ws.recv(timeout=TIMEOUT) for _ in range(50)] == [f"got:{i}" for i in range(50)]
+    # On an async view, "callback" is an async def one, awaited on the loop; "thread-callback"
+    # a plain one, on the reactor's pool, sending through the loop.
+    for on in ("callback", "thread-callback") if server.kind == "async" else ("callback",):
+        with detached(server, group, on=on) as ws:
+            for i in range(50):
+                ws.send(str(i))
+            assert [ws.recv(timeout=TIMEOUT) for _ in range(50)] == [f"got:{i}" for i in range(50)]
+            # The callback closes the connection (from the pool's thread, or the loop).
+            ws.send("close please")
+            with pytest.raises(ConnectionClosed) as info:
+                ws.recv(timeout=TIMEOUT)
+            assert (info.value.rcvd.code, info.value.rcvd.reason) == close_from_server(server, 4001, "as asked")
+
+
+def test_a_detached_member_too_slow_for_its_group_is_closed_with_1008(server, request):
+    # As tests/test_groups.py's stalled members, detached: a raw client that reads "joined",
+    # then nothing; the group's messages fill the socket's buffers (and, on an ASGI server,
+    # the server's), then the member's outbox, and the group's "close" policy closes it.
+    group = f"slow-{uuid.uuid4().hex[:8]}"
+    control_url = server.url + "/groups/member"
+    with (
+        connect(control_url, open_timeout=TIMEOUT, **LEGACY) as control,
+        RawClient(server.host, server.port, timeout=TIMEOUT) as stalled,
+    ):
+        control.recv(timeout=TIMEOUT)
+        assert stalled.request(server.path("notify") + "?" + urllib.parse.urlencode({"group": group}))[0] == 101
+        assert stalled.recv_frame(TIMEOUT)[2] == b"joined"
+        assert wait_until(lambda: members(server, group) == 1)
+        ask = functools.partial(_ask, control)
+        assert ask(configure=group, slow_consumer="close", queue_size=QUEUE) == {"configured": group}
+        sent = ask(flood=group, then=QUEUE + EXTRA, settle=0.3, limit=2000)["sent"]
+        got, close_code = read_flood(stalled)
+        assert close_code == close_from_server(server, 1008)[0], (sent, len(got))
+        assert got == list(range(len(got))) and len(got) < sent  # a prefix: then the close
+        stats = ask(stats=True)["groups"][group]
+        assert stats["members"] == 0 and stats["closed_slow"] == 1, stats
+
+
+def _ask(control, **command):
+    control.send(json.dumps(command))
+    return json.loads(control.recv(timeout=60))
 
 
 def test_detached_sockets_hold_no_thread_or_greenlet(server, request):
@@ -184,8 +278,63 @@ def test_detached_sockets_hold_no_thread_or_greenlet(server, request):
         send(server, group, "to all")
 
 
+@pytest.mark.parametrize("name", sorted(servers.ASGI_SERVERS))
+def test_a_detached_regular_view_releases_its_asgi_thread(name):
+    # WEBSOCKET_ASGI_THREADS=2: two regular views at once, yet 20 detached sockets leave room
+    # for two more attached ones, and group messages reach all of them.
+    overrides = json.dumps({"WEBSOCKET_ASGI_THREADS": 2})
+    server = Target(STARTERS[name](env={"TESTS_SETTINGS_OVERRIDES": overrides}), "sync")
+    try:
+        attached = server.url + "/detach/attached?group=threads"
+        with contextlib.ExitStack() as stack:
+            clients = [stack.enter_context(detached(server, "threads")) for _ in range(20)]
+            for _ in range(2):
+                clients.append(stack.enter_context(connect(attached, open_timeout=TIMEOUT, **LEGACY)))
+                assert clients[-1].recv(timeout=TIMEOUT) == "joined"
+            # Both threads are taken now: a third regular view is refused (503, or 403 where
+            # the server cannot answer with a status), so the count is really two.
+            with pytest.raises(InvalidStatus):
+                connect(attached, open_timeout=TIMEOUT)
+            assert wait_until(lambda: members(server, "threads") == 22)
+            send(server, "threads", "to all")
+            assert all(ws.recv(timeout=TIMEOUT) == "to all" for ws in clients)
+    finally:
+        server.stop()
+    assert_no_traceback(server)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("name", sorted(servers.ASGI_SERVERS))
+def test_shutdown_on_an_asgi_server_reaches_detached_sockets_as_attached_ones(name):
+    # Each server ends its connections its own way on SIGTERM (tests/test_asgi_servers.py's
+    # FACTS): detached sockets, of regular and async views, end exactly as attached ones.
+    options = ["--graceful-timeout", "2"] if name == "gunicorn-asgi" else []
+    started = STARTERS[name](options=options)
+    sync, asynchronous = Target(started, "sync"), Target(started, "async")
+    try:
+        with contextlib.ExitStack() as stack:
+            clients = []
+            for target in (sync, asynchronous):
+                clients += [stack.enter_context(detached(target, "shutdown", **LEGACY)) for _ in range(2)]
+                path = target.path("attached") + "?group=shutdown"
+                clients.append(stack.enter_context(connect(started.url + path, open_timeout=TIMEOUT, **LEGACY)))
+                assert clients[-1].recv(timeout=TIMEOUT) == "joined"
+            assert wait_until(lambda: members(started, "shutdown") == 6)
+            os.killpg(started.proc.pid, signal.SIGTERM)
+            codes = []
+            for ws in clients:
+                with pytest.raises(ConnectionClosed) as info:
+                    ws.recv(timeout=TIMEOUT)
+                codes.append(info.value.rcvd.code if info.value.rcvd else None)
+            assert codes == [FACTS[name]["shutdown"]] * 6
+            started.proc.wait(TIMEOUT)
+    finally:
+        started.stop()
+    assert_no_traceback(started)
+
+
 def test_shutdown_closes_detached_sockets_with_1001():
-    server = servers.gevent()
+    server = Target(servers.gevent(), "sync")
     try:
         with contextlib.ExitStack() as stack:
             clients = [stack.enter_context(detached(server, "shutdown")) for _ in range(5)]
@@ -210,6 +359,7 @@ def test_a_gthread_worker_with_four_threads_holds_hundreds_of_detached_sockets()
         "--workers",
         "1",
     )(env=None)
+    server = Target(server, "sync")
     try:
         with contextlib.ExitStack() as stack:
             clients = [stack.enter_context(detached(server, "many")) for _ in range(300)]

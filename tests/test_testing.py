@@ -362,3 +362,25 @@ def test_the_client_drives_a_detached_socket():
         assert ws.receive() == "pushed"
         ws.send("hi")
         assert ws.receive() == "got:hi"
+
+
+def test_the_client_drives_a_detached_socket_of_an_async_view():
+    # The async view detaches with an async def callback: the application's call outlives it in
+    # the client's thread, as on an ASGI server.
+    from django_websocket import groups
+    from tests import detach_views
+
+    with WebSocketClient() as ws:
+        assert ws.connect("/detach/anotify?group=client-adetached&on=callback") == (True, None)
+        assert ws.receive() == "joined"
+        deadline = time.monotonic() + 5
+        while "client-adetached" not in detach_views._returned:
+            assert time.monotonic() < deadline, "the view did not return"
+            time.sleep(0.01)
+        groups.send("client-adetached", "pushed")
+        assert ws.receive() == "pushed"
+        ws.send("hi")
+        assert ws.receive() == "got:hi"
+        ws.send("close please")
+        assert ws.wait_closed() == 4001 and ws.close_reason == "as asked"
+    assert groups.count("client-adetached") == 0

@@ -103,6 +103,8 @@ from . import detach_views  # noqa: E402
 urlpatterns += [
     path("detach/notify", detach_views.notify),
     path("detach/attached", detach_views.attached),
+    path("detach/anotify", detach_views.async_notify),
+    path("detach/aattached", detach_views.async_attached),
     path("detach/status", detach_views.status),
     path("detach/send-sequence", detach_views.send_sequence),
     path("detach/bad-close", detach_views.bad_close),
