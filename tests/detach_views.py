@@ -124,6 +124,7 @@ def referrers(request):
 
     from django_websocket.websocket import ENVIRON_KEY
 
+    gc.collect()  # what only cycles hold is not kept
     environs = [o for o in gc.get_objects() if isinstance(o, dict) and ENVIRON_KEY in o and o is not request.META]
     kinds = {}
     for environ in environs[:50]:
