@@ -24,20 +24,27 @@ where the server offers the ``websocket.http.response`` extension, and as the se
 elsewhere. On the ``lifespan`` shutdown event, every WebSocket still open gets a close 1001.
 """
 
+from __future__ import annotations
+
 import asyncio
 import io
 import logging
 import os
 import threading
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from typing import Any, TypeAlias, TypeVar
 
 from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.core import signals
 from django.core.handlers.asgi import ASGIHandler as DjangoASGIHandler
 from django.core.handlers.asgi import ASGIRequest, get_script_prefix
 from django.core.handlers.base import BaseHandler
+from django.dispatch import Signal
+from django.http import HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.urls import Resolver404, get_resolver, set_script_prefix
 
-from .events import EventHandover
+from .events import ASGIWebSocket, AsyncWebSocket, EventHandover, Receive, Send
 from .handshake import Request
 from .websocket import ENVIRON_KEY, close_all
 
@@ -45,8 +52,15 @@ __all__ = ["get_asgi_application", "WebSocketASGIHandler"]
 
 logger = logging.getLogger("django_websocket")
 
+_T = TypeVar("_T")
 
-def get_asgi_application():
+#: An ASGI connection scope.
+Scope: TypeAlias = "dict[str, Any]"
+# request.websocket of a WebSocket request (django_websocket.handler's subclasses of these).
+_EventConnection: TypeAlias = "ASGIWebSocket | AsyncWebSocket"
+
+
+def get_asgi_application() -> WebSocketASGIHandler:
     """Set Django up and return the ASGI application of the project: Django's for HTTP, and
     WebSocket requests served by the project's views (see the module's docstring)."""
     import django
@@ -59,20 +73,21 @@ class _SyncHandler(BaseHandler):
     """Django's request handling with its middleware in synchronous mode, as under WSGI: for
     the threads that run regular WebSocket views."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self.load_middleware(is_async=False)
 
 
-async def _send_signal(signal, **kwargs):
+async def _send_signal(signal: Signal, **kwargs: Any) -> None:
     if hasattr(signal, "asend"):  # Django >= 5.0
         await signal.asend(sender=WebSocketASGIHandler, **kwargs)
     else:
         await sync_to_async(signal.send)(sender=WebSocketASGIHandler, **kwargs)
 
 
-def _header(scope, name):
-    for key, value in scope.get("headers", ()):
+def _header(scope: Scope, name: bytes) -> str | None:
+    headers: Iterable[tuple[bytes, bytes]] = scope.get("headers", ())
+    for key, value in headers:
         if key.lower() == name:
             return value.decode("latin-1")
     return None
@@ -81,12 +96,12 @@ def _header(scope, name):
 class WebSocketASGIHandler:
     """The ASGI application of :func:`get_asgi_application`."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.http = DjangoASGIHandler()
         self._sync = _SyncHandler()
         self._busy_threads = 0  # regular views running now (changed on the loop only)
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "websocket":
             await self.websocket(scope, receive, send)
@@ -95,7 +110,7 @@ class WebSocketASGIHandler:
         else:
             await self.http(scope, receive, send)
 
-    async def lifespan(self, scope, receive, send):
+    async def lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         while True:
             event = await receive()
             if event["type"] == "lifespan.startup":
@@ -108,7 +123,7 @@ class WebSocketASGIHandler:
 
     # --- websocket scopes -------------------------------------------------------------------
 
-    async def websocket(self, scope, receive, send):
+    async def websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         event = await receive()
         if event["type"] != "websocket.connect":
             return  # the client left before the handshake was handed to us
@@ -129,6 +144,7 @@ class WebSocketASGIHandler:
         request.META[ENVIRON_KEY] = handover
         handover.asynchronous = self._resolves_to_async_view(request)
         try:
+            websocket: _EventConnection | None
             if handover.asynchronous:
                 websocket = await self._serve_async(scope, request, handover)
             else:
@@ -149,7 +165,7 @@ class WebSocketASGIHandler:
             _cancelled(websocket)
             raise
 
-    def _resolves_to_async_view(self, request):
+    def _resolves_to_async_view(self, request: ASGIRequest) -> bool:
         # The request goes one way or the other before any middleware runs: the project's URLconf
         # decides (a middleware that changes request.urlconf does not change this choice).
         try:
@@ -158,7 +174,7 @@ class WebSocketASGIHandler:
             return False
         return iscoroutinefunction(match.func)
 
-    async def _serve_sync(self, scope, request, handover):
+    async def _serve_sync(self, scope: Scope, request: ASGIRequest, handover: EventHandover) -> _EventConnection | None:
         from .conf import settings
 
         if self._busy_threads >= settings.WEBSOCKET_ASGI_THREADS:
@@ -178,7 +194,7 @@ class WebSocketASGIHandler:
         finally:
             self._busy_threads -= 1
 
-    async def _in_thread(self, function, *args):
+    async def _in_thread(self, function: Callable[..., _T], *args: Any) -> _T:
         """``function(*args)`` in a new daemon thread; its result or exception, on the loop.
 
         Not a ThreadPoolExecutor: the interpreter joins an executor's threads when it exits, and
@@ -188,20 +204,22 @@ class WebSocketASGIHandler:
         did not exit. (The number of threads is bounded by WEBSOCKET_ASGI_THREADS all the same.)
         """
         loop = asyncio.get_running_loop()
-        future = loop.create_future()
+        future: asyncio.Future[_T] = loop.create_future()
 
-        def settle(method, value):
-            if not future.done():
-                method(value)
+        def settle(result: _T | None, exc: BaseException | None) -> None:
+            if future.done():
+                return
+            if exc is not None:
+                future.set_exception(exc)
+            else:
+                future.set_result(result)  # type: ignore[arg-type]  # what function returned
 
-        def run():
+        def run() -> None:
             _batch_scheduling()
             try:
-                result = function(*args)
+                outcome: tuple[_T | None, BaseException | None] = (function(*args), None)
             except BaseException as exc:
-                outcome = (future.set_exception, exc)
-            else:
-                outcome = (future.set_result, result)
+                outcome = (None, exc)
             try:
                 loop.call_soon_threadsafe(settle, *outcome)
             except RuntimeError:
@@ -210,11 +228,11 @@ class WebSocketASGIHandler:
         threading.Thread(target=run, name="websocket-view", daemon=True).start()
         return await future
 
-    def _run_sync(self, scope, request, handover):
+    def _run_sync(self, scope: Scope, request: ASGIRequest, handover: EventHandover) -> _EventConnection | None:
         # The view's own thread: the whole request, as a WSGI server's thread runs it.
         loop = handover.loop
         signals.request_started.send(sender=WebSocketASGIHandler, scope=scope)
-        response = None
+        response: HttpResponseBase | None = None
         try:
             response = self._sync.get_response(request)
             if not handover.taken:
@@ -226,37 +244,39 @@ class WebSocketASGIHandler:
                 response.close()
             else:
                 signals.request_finished.send(sender=WebSocketASGIHandler)
-        return getattr(request, "websocket", None)
+        return _websocket_of(request)
 
-    async def _serve_async(self, scope, request, handover):
+    async def _serve_async(
+        self, scope: Scope, request: ASGIRequest, handover: EventHandover
+    ) -> _EventConnection | None:
         await _send_signal(signals.request_started, scope=scope)
-        response = None
+        response: HttpResponseBase | None = None
         try:
             response = await self.http.get_response_async(request)
             if not handover.taken:
                 await self._refuse(response, handover)
         finally:
             await self._finish_response(response)
-        return getattr(request, "websocket", None)
+        return _websocket_of(request)
 
-    async def _finish_response(self, response):
+    async def _finish_response(self, response: HttpResponseBase | None) -> None:
         # request_finished, as Django's ASGI handler sends it: from a thread for sync code.
         if response is not None:
             await sync_to_async(response.close)()
         else:
             await _send_signal(signals.request_finished)
 
-    async def _refuse(self, response, handover):
+    async def _refuse(self, response: HttpResponseBase, handover: EventHandover) -> None:
         """Answer the handshake with ``response``: as HTTP where the server can, else close."""
         send = handover.send
         if handover.http_response:
             headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in response.items()]
             for cookie in response.cookies.values():
                 headers.append((b"set-cookie", cookie.output(header="").strip().encode("latin-1")))
-            if response.streaming:
+            if isinstance(response, StreamingHttpResponse):
                 body = b"".join([bytes(chunk) async for chunk in _iterate(response.streaming_content)])
             else:
-                body = response.content
+                body = response.content if isinstance(response, HttpResponse) else b""
             await send({"type": "websocket.http.response.start", "status": response.status_code, "headers": headers})
             await send({"type": "websocket.http.response.body", "body": body})
         else:
@@ -264,16 +284,22 @@ class WebSocketASGIHandler:
             await send({"type": "websocket.close", "code": 1008})
 
 
-def _cancelled(websocket):
+def _websocket_of(request: ASGIRequest) -> _EventConnection | None:
+    # prepare() (django_websocket.handler) gives a WebSocket request its websocket.
+    websocket: _EventConnection | None = getattr(request, "websocket", None)
+    return websocket
+
+
+def _cancelled(websocket: _EventConnection | None) -> None:
     """The server cancelled the connection's task (daphne and hypercorn on shutdown, daphne when
     a client is gone for longer than its application_close_timeout): end the connection, so
     that a view blocked in wait() wakes up in its thread and returns (its thread would otherwise
     keep the process from exiting), and stop our tasks."""
-    if websocket is not None and hasattr(websocket, "_cancelled"):
+    if websocket is not None:
         websocket._cancelled()
 
 
-def _batch_scheduling():
+def _batch_scheduling() -> None:
     """Mark the calling thread ``SCHED_BATCH`` (Linux): the event loop's thread wakes a view's
     thread for every message it receives, and a woken thread of the normal policy preempts the
     loop's thread at once where they share a core, only to wait for the GIL that thread holds (two
@@ -285,8 +311,8 @@ def _batch_scheduling():
         pass
 
 
-async def _iterate(content):
-    if hasattr(content, "__aiter__"):
+async def _iterate(content: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
+    if isinstance(content, AsyncIterable):
         async for chunk in content:
             yield chunk
     else:

@@ -30,18 +30,47 @@ interface has no ping.
 This module never imports Django.
 """
 
+from __future__ import annotations
+
 import asyncio
 import collections
 import logging
 import threading
 import time
 import weakref
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias, TypeVar, overload
 
 from .exceptions import ConnectionClosed, InvalidState
 from .frames import CloseCode
-from .protocol import DEFAULT_MAX_MESSAGE_SIZE
-from .reactor import OnMessage, get_reactor
-from .websocket import CLOSED, CLOSING, CONNECTING, DEFAULT_MAX_QUEUE, DEFAULT_MAX_QUEUE_BYTES, OPEN, _open, _open_lock
+from .protocol import DEFAULT_MAX_MESSAGE_SIZE, Message
+from .reactor import OnMessage, Reactor, get_reactor
+from .websocket import (
+    CLOSED,
+    CLOSING,
+    CONNECTING,
+    DEFAULT_MAX_QUEUE,
+    DEFAULT_MAX_QUEUE_BYTES,
+    OPEN,
+    ConnectionState,
+    _open,
+    _open_lock,
+)
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from .handshake import Request
+
+_T = TypeVar("_T")
+
+#: An ASGI event: a dict with a ``"type"`` (ASGI leaves the rest to each type).
+Event: TypeAlias = "dict[str, Any]"
+#: The ``receive`` and ``send`` callables of an ASGI scope.
+Receive: TypeAlias = "Callable[[], Awaitable[Event]]"
+Send: TypeAlias = "Callable[[Mapping[str, Any]], Awaitable[None]]"
+#: What ``send()`` takes (``str`` as text, the others as binary; anything else as ``str()``).
+_Sendable: TypeAlias = "str | bytes | bytearray | memoryview"
 
 __all__ = ["ASGIWebSocket", "AsyncWebSocket", "EventHandover"]
 
@@ -60,7 +89,15 @@ class EventHandover:
 
     transport = "events"
 
-    def __init__(self, loop, receive, send, handshake, *, http_response=False):
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        receive: Receive,
+        send: Send,
+        handshake: Request,
+        *,
+        http_response: bool = False,
+    ) -> None:
         self.loop = loop
         self.receive = receive
         self.send = send
@@ -69,6 +106,8 @@ class EventHandover:
         self.http_response = http_response
         self.accepted = False
         self.taken = False
+        #: Whether the view is an ``async def`` one (the adapter decides before it runs).
+        self.asynchronous = False
         # A connection may outlive its view (detach()): the application's call lasts until
         # the connection ends, with no thread of its own (WebSocketASGIHandler.websocket).
         self.detachable = True
@@ -92,21 +131,21 @@ class _EventWebSocket:
 
     def __init__(
         self,
-        request,
-        handover,
+        request: Request,
+        handover: EventHandover,
         *,
-        max_message_size=DEFAULT_MAX_MESSAGE_SIZE,
-        max_frame_size=None,
-        subprotocols=(),
-        compression=True,
-        close_timeout=5.0,
-        send_timeout=None,
-        ping_interval=None,
-        ping_timeout=None,
-        max_queue=DEFAULT_MAX_QUEUE,
-        max_queue_bytes=DEFAULT_MAX_QUEUE_BYTES,
-        headers=(),
-    ):
+        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+        max_frame_size: int | None = None,
+        subprotocols: Iterable[str] = (),
+        compression: bool = True,
+        close_timeout: float = 5.0,
+        send_timeout: float | None = None,
+        ping_interval: float | None = None,
+        ping_timeout: float | None = None,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+        max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES,
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> None:
         self.handshake = request
         self._handover = handover
         self._loop = handover.loop
@@ -121,18 +160,18 @@ class _EventWebSocket:
         self.send_timeout = send_timeout
         self.max_queue = max_queue
         self.max_queue_bytes = max_queue_bytes
-        self._subprotocol = None
+        self._subprotocol: str | None = None
         self._state = CONNECTING
         #: The close code once known: the peer's, ours, or 1006 when the connection was lost.
-        self.close_code = None
+        self.close_code: int | None = None
         self.close_reason = ""
-        self.end_reason = None
+        self.end_reason: str | None = None
         self._lock = threading.Lock()
-        self._messages = collections.deque()
+        self._messages: collections.deque[Message] = collections.deque()
         self._queued_bytes = 0
         self._readable = threading.Condition(self._lock)  # a message arrived, or the end
         self._reading_threads = 0  # threads blocked on _readable: only they need a notify()
-        self._outgoing = collections.deque()  # ASGI events for the writer, in order
+        self._outgoing: collections.deque[Event] = collections.deque()  # ASGI events for the writer, in order
         self._outgoing_bytes = 0
         self._sent = 0  # events the writer sent: "progress" for a waiting sender
         self._writable = threading.Condition(self._lock)
@@ -140,55 +179,58 @@ class _EventWebSocket:
         # False only while the writer sleeps on _kick (a future, made on the loop): whoever queues
         # an event then wakes it, once. It starts awake: the accept is queued before it runs.
         self._writer_awake = True
-        self._kick = None
-        self._wakeups = None  # the _Wakeups of the loop, for threads that wake the writer
+        self._kick: asyncio.Future[None] | None = None
+        self._wakeups = _wakeups_of(self._loop)  # for threads that wake the writer
         self._send_inline = True  # AsyncWebSocket.send() may hand events to the server itself
-        self._unfinished = None  # (the rest of a send() the server made wait, its event): for the writer
-        self._resume = None  # asyncio.Event the paused reader waits on
+        # (The rest of a send() the server made wait, its event): for the writer.
+        self._unfinished: tuple[_Rest, Event] | None = None
+        # What the paused reader waits on (bound to the loop when first awaited, Python >= 3.10).
+        self._resume = asyncio.Event()
         self._reader_paused = False
-        self._tasks = ()
-        self._read_waiter = None  # an asyncio.Future an async wait() awaits
-        self._drain_waiter = None
-        self._close_callbacks = []
-        self._closed_event = None
-        self.idle_timeout = 1.0
-        self._on_idle = None
-        self.last_received = None
-        self._detached = None  # the OnMessage policy once detached
+        self._tasks: tuple[asyncio.Task[None], ...] = ()
+        self._read_waiter: asyncio.Future[None] | None = None  # what an async wait() awaits
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._close_callbacks: list[Callable[[Any], object]] = []
+        self._closed_event: threading.Event | None = None
+        self.idle_timeout: float | None = 1.0
+        self._on_idle: Callable[[], object] | None = None
+        #: ``time.monotonic()`` of the last message received; None until accepted.
+        self.last_received: float | None = None
+        self._detached: OnMessage | None = None  # the policy, once detached
         self._detached_busy = False  # its on_message callback runs
-        self._reactor = None  # the reactor whose policies apply, once detached
-        self._end_waiter = None  # an asyncio.Future _finish() of a detached connection awaits
+        self._reactor: Reactor | None = None  # the reactor whose policies apply, once detached
+        self._end_waiter: asyncio.Future[None] | None = None  # what _until_ended() awaits
 
     # --- state --------------------------------------------------------------------------------
 
     @property
-    def state(self):
+    def state(self) -> ConnectionState:
         """The :class:`~django_websocket.websocket.ConnectionState` of the connection."""
         return self._state
 
     @property
-    def accepted(self):
+    def accepted(self) -> bool:
         return self._state is not CONNECTING and self._handover.taken
 
     @property
-    def closed(self):
+    def closed(self) -> bool:
         """True once a close was sent or received, or the connection was lost."""
         return self._state is CLOSING or self._state is CLOSED
 
-    def is_closed(self):
+    def is_closed(self) -> bool:
         return self.closed
 
     @property
-    def subprotocols(self):
+    def subprotocols(self) -> list[str]:
         """The subprotocols the client offered, in its order of preference."""
         return list(self.handshake.subprotocols)
 
     @property
-    def protocol(self):
+    def protocol(self) -> str | None:
         """The subprotocol of the connection, or None (before accept: the one to be chosen)."""
         return self._subprotocol if self.accepted else self.choose_subprotocol()
 
-    def choose_subprotocol(self):
+    def choose_subprotocol(self) -> str | None:
         """The first of the server's subprotocols (in the server's order) that the client offered."""
         offered = self.handshake.subprotocols
         for candidate in self.server_subprotocols:
@@ -197,16 +239,16 @@ class _EventWebSocket:
         return None
 
     @property
-    def reading_paused(self):
+    def reading_paused(self) -> bool:
         """Whether the reader stopped taking events because the queue of unread messages is full."""
         return self._reader_paused
 
-    def _closed_error(self):
+    def _closed_error(self) -> InvalidState | ConnectionClosed:
         if not self._handover.taken:
             return InvalidState("the WebSocket was refused before it opened")
         return ConnectionClosed(self.close_code, self.close_reason)
 
-    def add_close_callback(self, callback):
+    def add_close_callback(self, callback: Callable[[Self], object]) -> None:
         """Call ``callback(websocket)`` once the connection has ended, from whichever thread
         ended it; at once, in this thread, if it already has."""
         with self._lock:
@@ -215,14 +257,21 @@ class _EventWebSocket:
                 return
         self._run_callbacks([callback])
 
-    def ping(self, payload=None):
+    def fail(self, code: int, reason: str = "") -> None:
+        """Close with ``code`` at once, from any thread, never waiting (the close goes after
+        what is queued)."""
+        if self._state is OPEN:
+            logger.info("WebSocket %s failed with %s: %s", self.handshake.path, code, reason)
+            self._close_soon(code, reason, from_loop=_running_loop() is self._loop)
+
+    def ping(self, payload: str | bytes | None = None) -> NoReturn:
         """Not available: the ASGI interface has no ping. The server's keepalive pings (see
         its deployment guide for its setting)."""
         raise InvalidState("an ASGI application cannot send pings: the ASGI server's keepalive pings")
 
     # --- reading (any thread) -------------------------------------------------------------------
 
-    def _pop_locked(self):
+    def _pop_locked(self) -> Message:
         message = self._messages.popleft()
         self._queued_bytes -= len(message)
         if self._reader_paused and len(self._messages) <= self.max_queue // 2:
@@ -230,7 +279,13 @@ class _EventWebSocket:
             self._loop.call_soon_threadsafe(self._resume.set)
         return message
 
-    def read(self, fallback=None):
+    @overload
+    def read(self) -> Message | None: ...
+
+    @overload
+    def read(self, fallback: _T) -> Message | _T: ...
+
+    def read(self, fallback: object = None) -> object:
         """Return the next message if one is already there, else ``fallback``; never blocks."""
         self._require_accepted()
         with self._lock:
@@ -238,27 +293,27 @@ class _EventWebSocket:
                 return self._pop_locked()
         return fallback
 
-    def has_messages(self):
+    def has_messages(self) -> bool:
         """Whether a message is ready to be read; never blocks."""
         self._require_accepted()
         return bool(self._messages)
 
-    def count_messages(self):
+    def count_messages(self) -> int:
         """How many messages are ready to be read; never blocks."""
         self._require_accepted()
         return len(self._messages)
 
-    def _require_accepted(self):
+    def _require_accepted(self) -> None:
         pass  # accepting needs the loop: the subclasses' entry points do it
 
     # --- detaching ------------------------------------------------------------------------------
 
     @property
-    def detached(self):
+    def detached(self) -> bool:
         """Whether ``detach()`` let the connection outlive its view."""
         return self._detached is not None
 
-    def _detach(self, policy):
+    def _detach(self, policy: OnMessage) -> Reactor:
         # Shared by both detach()es, once accepted. The reader task applies the policy from
         # now on (see _deliver); the caller has it applied to what is queued already.
         with self._lock:
@@ -273,7 +328,7 @@ class _EventWebSocket:
         reactor.count(self)
         return reactor
 
-    def _drop_messages(self):
+    def _drop_messages(self) -> None:
         # On the loop: the "ignore" and "close" policies forget the unread messages.
         with self._lock:
             self._messages.clear()
@@ -282,14 +337,14 @@ class _EventWebSocket:
                 self._reader_paused = False
                 self._resume.set()
 
-    def _caught_up(self, reactor):
+    def _caught_up(self, reactor: Reactor) -> None:
         # From the on_message callback's worker (or task): the loop applies the policy again.
         try:
             self._loop.call_soon_threadsafe(reactor._dispatch, self)
         except RuntimeError:
             pass  # the loop is closed: the server has stopped, and the connection with it
 
-    async def _until_ended(self):
+    async def _until_ended(self) -> None:
         # On the loop: until the connection ended, however it ends (one future for every
         # waiter: the application's call of a detached connection, close()).
         with self._lock:
@@ -307,7 +362,7 @@ class _EventWebSocket:
     _out = None
     _sock = None
 
-    def _send_now(self, message):
+    def _send_now(self, message: Message) -> bool:
         """Queue ``message`` for the writer only if the connection is not behind, never blocking:
         a group's direct delivery. False when the connection is not open, or more than
         ``_SEND_HIGH_WATER`` waits for the server (the group then queues the message in the
@@ -320,7 +375,7 @@ class _EventWebSocket:
             self._wake_writer_locked(False)  # (from the loop's thread too: one more callback)
         return True
 
-    def _send_threadsafe(self, message):
+    def _send_threadsafe(self, message: _Sendable) -> None:
         # From any thread but the loop's: queue, wake the writer, and wait while more than
         # _SEND_HIGH_WATER is queued (bounded by send_timeout without progress).
         with self._lock:
@@ -331,7 +386,7 @@ class _EventWebSocket:
             if self._outgoing_bytes > _SEND_HIGH_WATER:
                 self._wait_drained_locked()
 
-    def _wait_drained_locked(self):
+    def _wait_drained_locked(self) -> None:
         # The lock is held: wait for the writer, as long as it makes progress.
         timeout = self.send_timeout
         while self._outgoing_bytes > _SEND_HIGH_WATER and self._state is OPEN:
@@ -356,7 +411,7 @@ class _EventWebSocket:
 
     # --- the event loop's side ------------------------------------------------------------------
 
-    def _accept_event(self, subprotocol):
+    def _accept_event(self, subprotocol: str | None) -> None:
         # Shared by both accept()s; the lock is held. The accept goes first in the outgoing
         # queue, before any message, whichever thread sends next.
         if self._state is not CONNECTING:
@@ -369,20 +424,18 @@ class _EventWebSocket:
         self._handover.taken = True
         self._state = OPEN
         self.last_received = time.monotonic()
-        event = {"type": "websocket.accept"}
+        event: Event = {"type": "websocket.accept"}
         if subprotocol is not None:
             event["subprotocol"] = subprotocol
         self._outgoing.append(event)
         with _open_lock:
             _open.add(self)
 
-    def _start(self):
+    def _start(self) -> None:
         # On the loop, once accepted: the reader and the writer.
-        self._resume = asyncio.Event()
-        self._wakeups = _wakeups_of(self._loop)
         self._tasks = (self._loop.create_task(self._reader()), self._loop.create_task(self._writer()))
 
-    def _wake_writer_locked(self, from_loop):
+    def _wake_writer_locked(self, from_loop: bool) -> None:
         # The lock is held. One wake-up per burst: the writer drains everything queued. From
         # another thread, the wake-ups of every connection of the loop go in one callback.
         if not self._writer_awake:
@@ -392,7 +445,7 @@ class _EventWebSocket:
             else:
                 self._wakeups.add(self._kick)
 
-    async def _reader(self):
+    async def _reader(self) -> None:
         receive = self._handover.receive
         limit = self.max_message_size
         try:
@@ -425,7 +478,7 @@ class _EventWebSocket:
         except Exception as exc:  # the server's receive() failed: the connection is gone
             self._end(f"receive() failed: {exc!r}", CloseCode.ABNORMAL_CLOSURE, "")
 
-    def _deliver(self, message):
+    def _deliver(self, message: Message) -> None:
         # On the loop: queue a received message and wake whoever waits for one.
         with self._lock:
             if self._state is not OPEN:
@@ -440,15 +493,16 @@ class _EventWebSocket:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
         if self._detached is not None:
-            self._reactor._dispatch(self)  # the view returned: the policy takes the message
+            self._reactor._dispatch(self)  # type: ignore[union-attr]  # set with _detached; the view returned: the policy takes the message
 
-    async def _writer(self):
+    async def _writer(self) -> None:
         send = self._handover.send
         lock = self._lock
         outgoing = self._outgoing
         try:
             while True:
                 with lock:
+                    burst: list[Event | tuple[_Rest, Event]] | None
                     if self._unfinished is not None:
                         # An async view's send() that the server made wait: finished here first.
                         burst = [self._unfinished, *outgoing]
@@ -466,14 +520,15 @@ class _EventWebSocket:
                     await kick
                     continue
                 sent_bytes = sent = 0  # sent, not yet taken off the queue's count
-                for event in burst:
+                for item in burst:
                     if self._state is CLOSED:
                         break  # ended meanwhile: the rest is dropped, as _end() drops the queue
                     try:
-                        if type(event) is tuple:
-                            rest, event = event
+                        if isinstance(item, tuple):
+                            rest, event = item
                             await rest
                         else:
+                            event = item
                             await send(event)
                     except Exception as exc:
                         if not self._close_refused(event, exc):
@@ -499,7 +554,7 @@ class _EventWebSocket:
         except Exception as exc:  # the client is gone (each server raises its own error)
             self._end(f"send() failed: {exc!r}", CloseCode.ABNORMAL_CLOSURE, "")
 
-    def _progress(self, sent_bytes, sent):
+    def _progress(self, sent_bytes: int, sent: int) -> None:
         # On the loop: ``sent`` events of ``sent_bytes`` went out; wake the senders waiting for room.
         with self._lock:
             if self._state is not CLOSED:  # _end() set the count to 0
@@ -512,7 +567,7 @@ class _EventWebSocket:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def _close_refused(self, event, exc):
+    def _close_refused(self, event: Event, exc: Exception) -> bool:
         # daphne sends only the close codes 1000 and 3000-4999 (its WebSocket library refuses
         # the others, 1001, 1008, 1009 and 1011 among them, with an exception from send()), and
         # the connection stays open when the application returns. The client is not gone: the
@@ -528,8 +583,9 @@ class _EventWebSocket:
         )
         return True
 
-    def _queue_send_locked(self, message):
+    def _queue_send_locked(self, message: _Sendable) -> Event:
         # The lock is held. Returns the event queued.
+        event: Event
         if isinstance(message, str):
             event = {"type": "websocket.send", "text": message}
         else:
@@ -539,7 +595,7 @@ class _EventWebSocket:
         self._outgoing_bytes += len(message)  # what the writer takes off once it is sent
         return event
 
-    def _close_soon(self, code, reason, *, from_loop):
+    def _close_soon(self, code: int, reason: str, *, from_loop: bool) -> bool:
         """Queue our close (once): the writer sends it after what is queued, then the
         connection ends. False if the connection had ended or was closing."""
         with self._lock:
@@ -558,7 +614,14 @@ class _EventWebSocket:
             self._wake_writer_locked(from_loop)
         return True
 
-    def _end(self, reason, code=CloseCode.ABNORMAL_CLOSURE, close_reason="", *, clean=None):
+    def _end(
+        self,
+        reason: str,
+        code: int = CloseCode.ABNORMAL_CLOSURE,
+        close_reason: str = "",
+        *,
+        clean: bool | None = None,
+    ) -> None:
         """The final step, once, in whichever thread saw the end first. (``clean`` is accepted
         for :func:`~django_websocket.websocket.close_all`: the server owns the TCP side.)"""
         with self._lock:
@@ -590,20 +653,20 @@ class _EventWebSocket:
         self._run_callbacks(callbacks)
 
     # What close_all() (django_websocket.websocket) calls on every open connection.
-    def _start_close(self, code, reason, blocking):
+    def _start_close(self, code: int, reason: str, blocking: bool) -> None:
         self._close_soon(code, reason, from_loop=_running_loop() is self._loop)
 
-    def _pull(self, blocking, accept=False):
+    def _pull(self, blocking: bool, accept: bool = False) -> None:
         pass  # the reader task reads all the time
 
-    def _run_callbacks(self, callbacks):
+    def _run_callbacks(self, callbacks: Iterable[Callable[[Any], object]]) -> None:
         for callback in callbacks:
             try:
                 callback(self)
             except Exception:
                 logger.exception("Error in a close callback of %r", self)
 
-    def _wait_closed(self, timeout):
+    def _wait_closed(self, timeout: float) -> bool:
         with self._lock:
             if self._state is CLOSED:
                 return True
@@ -612,7 +675,7 @@ class _EventWebSocket:
             event = self._closed_event
         return event.wait(timeout)
 
-    async def _finish(self):
+    async def _finish(self) -> None:
         """On the loop, once the view is over: end the connection and stop the tasks. Bounded:
         a server whose ``send()`` is stuck on a dead client does not hold the scope forever.
         A detached connection is first awaited until it ends, however that happens: the
@@ -645,7 +708,7 @@ class _EventWebSocket:
             except (asyncio.CancelledError, Exception):
                 pass
 
-    def _cancelled(self):
+    def _cancelled(self) -> None:
         """On the loop, when the server cancelled the connection's task: the connection is over
         (the server will send nothing more of ours); wake the view and stop the tasks."""
         if self._state is not CONNECTING:
@@ -653,12 +716,12 @@ class _EventWebSocket:
         for task in self._tasks:
             task.cancel()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.handshake.path!r} {self._state.value}>"
 
 
-def _set_done(future):
-    if not future.done():
+def _set_done(future: asyncio.Future[None] | None) -> None:
+    if future is not None and not future.done():
         future.set_result(None)
 
 
@@ -669,13 +732,13 @@ class _Wakeups:
 
     __slots__ = ("_loop", "_lock", "_futures", "_scheduled", "__weakref__")
 
-    def __init__(self, loop):
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._lock = threading.Lock()
-        self._futures = []
+        self._futures: list[asyncio.Future[None] | None] = []
         self._scheduled = False
 
-    def add(self, future):
+    def add(self, future: asyncio.Future[None] | None) -> None:
         with self._lock:
             self._futures.append(future)
             if self._scheduled:
@@ -688,20 +751,19 @@ class _Wakeups:
                 self._scheduled = False
             raise
 
-    def _run(self):
+    def _run(self) -> None:
         with self._lock:
             futures, self._futures = self._futures, []
             self._scheduled = False
         for future in futures:
-            if not future.done():
-                future.set_result(None)
+            _set_done(future)
 
 
-_wakeups: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Wakeups]" = weakref.WeakKeyDictionary()
+_wakeups: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Wakeups] = weakref.WeakKeyDictionary()
 _wakeups_lock = threading.Lock()
 
 
-def _wakeups_of(loop):
+def _wakeups_of(loop: asyncio.AbstractEventLoop) -> _Wakeups:
     wakeups = _wakeups.get(loop)
     if wakeups is None:
         with _wakeups_lock:
@@ -709,7 +771,7 @@ def _wakeups_of(loop):
     return wakeups
 
 
-async def _await(send, event):
+async def _await(send: Send, event: Event) -> None:
     await send(event)
 
 
@@ -719,11 +781,11 @@ class _Rest:
 
     __slots__ = ("_coroutine", "_pending")
 
-    def __init__(self, coroutine, pending):
+    def __init__(self, coroutine: Coroutine[Any, Any, None], pending: Any) -> None:
         self._coroutine = coroutine
         self._pending = pending
 
-    def __await__(self):
+    def __await__(self) -> Generator[Any, Any, Any]:
         coroutine, value = self._coroutine, self._pending
         while True:
             try:
@@ -750,14 +812,14 @@ class ASGIWebSocket(_EventWebSocket):
 
     __slots__ = ()
 
-    def accept(self, subprotocol=None):
+    def accept(self, subprotocol: str | None = None) -> None:
         """Send the ``websocket.accept`` event (the server answers ``101``); see
         :meth:`django_websocket.websocket.WebSocket.accept`."""
         with self._lock:
             self._accept_event(subprotocol)
         self._loop.call_soon_threadsafe(self._start)
 
-    def _ensure_accepted(self):
+    def _ensure_accepted(self) -> None:
         if self._state is CONNECTING:
             with self._lock:
                 if self._state is not CONNECTING:
@@ -767,7 +829,7 @@ class ASGIWebSocket(_EventWebSocket):
 
     _require_accepted = _ensure_accepted
 
-    def send(self, message):
+    def send(self, message: _Sendable) -> None:
         """Send a message: ``str`` as text, bytes-like as binary, anything else as ``str()``.
 
         Returns once the message is queued for the server; waits while more than 64 KiB are
@@ -780,7 +842,7 @@ class ASGIWebSocket(_EventWebSocket):
             message = str(message)
         self._send_threadsafe(message)
 
-    def wait(self, timeout=None):
+    def wait(self, timeout: float | None = None) -> Message | None:
         """Return the next message, blocking until one arrives; None once the connection is
         closed, or when ``timeout`` (seconds) expires first (check :attr:`closed`)."""
         if self._state is CONNECTING:
@@ -795,11 +857,11 @@ class ASGIWebSocket(_EventWebSocket):
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return None
-                on_idle = self._on_idle
-                if on_idle is not None and (remaining is None or remaining > self.idle_timeout):
+                on_idle, idle = self._on_idle, self.idle_timeout
+                if on_idle is not None and idle is not None and (remaining is None or remaining > idle):
                     self._reading_threads += 1
                     try:
-                        woken = self._readable.wait(self.idle_timeout)
+                        woken = self._readable.wait(idle)
                     finally:
                         self._reading_threads -= 1
                     if not woken and not self._messages and self._state is OPEN:
@@ -817,7 +879,7 @@ class ASGIWebSocket(_EventWebSocket):
                 finally:
                     self._reading_threads -= 1
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Message]:
         """Yield messages until the connection closes."""
         while True:
             message = self.wait()
@@ -825,7 +887,7 @@ class ASGIWebSocket(_EventWebSocket):
                 return
             yield message
 
-    def close(self, code=CloseCode.NORMAL_CLOSURE, reason=""):
+    def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Close the connection (once) with ``code`` and ``reason``, and wait (at most
         ``close_timeout``) until the server has it."""
         self._ensure_accepted()
@@ -833,12 +895,12 @@ class ASGIWebSocket(_EventWebSocket):
         if not self._wait_closed(self.close_timeout):
             self._end(f"the close did not go out within {self.close_timeout}s", CloseCode.ABNORMAL_CLOSURE, "")
 
-    def start_close(self, code=CloseCode.NORMAL_CLOSURE, reason=""):
+    def start_close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> bool:
         """Queue the close without waiting; False if the connection was over or closing."""
         self._ensure_accepted()
         return self._close_soon(code, reason, from_loop=False)
 
-    def detach(self, on_message="ignore"):
+    def detach(self, on_message: Any = "ignore") -> None:
         """Let the connection outlive the view: once the view returns, its thread is released
         (and counts no more against :setting:`WEBSOCKET_ASGI_THREADS`), the request is
         finished, and the connection stays open, read by the event loop. ``on_message`` is the
@@ -857,13 +919,7 @@ class ASGIWebSocket(_EventWebSocket):
         # What the view left unread meets the policy, on the loop like what comes next.
         self._loop.call_soon_threadsafe(reactor._dispatch, self)
 
-    def fail(self, code, reason=""):
-        """Close with ``code`` at once, never blocking (the close goes after what is queued)."""
-        if self._state is OPEN:
-            logger.info("WebSocket %s failed with %s: %s", self.handshake.path, code, reason)
-            self._close_soon(code, reason, from_loop=False)
-
-    def _reject(self):
+    def _reject(self) -> None:
         with self._lock:
             if self._state is not CONNECTING:
                 return
@@ -872,7 +928,7 @@ class ASGIWebSocket(_EventWebSocket):
             callbacks, self._close_callbacks = self._close_callbacks, []
         self._run_callbacks(callbacks)
 
-    def _release(self):
+    def _release(self) -> None:
         # The view returned; the adapter's _finish() ends the connection on the loop.
         if self._state is OPEN:
             self.close()
@@ -886,24 +942,24 @@ class AsyncWebSocket(_EventWebSocket):
 
     __slots__ = ()
 
-    async def accept(self, subprotocol=None):
+    async def accept(self, subprotocol: str | None = None) -> None:
         """Send the ``websocket.accept`` event (the server answers ``101``)."""
         self._accept_now(subprotocol)
 
-    def _accept_now(self, subprotocol):
+    def _accept_now(self, subprotocol: str | None) -> None:
         with self._lock:
             self._accept_event(subprotocol)
         self._start()
 
-    async def _ensure_accepted(self):
+    async def _ensure_accepted(self) -> None:
         if self._state is CONNECTING:
             await self.accept()
 
-    def _require_accepted(self):
+    def _require_accepted(self) -> None:
         if self._state is CONNECTING:
             raise InvalidState("await ws.accept() (or wait, send) first: accepting sends an event")
 
-    async def send(self, message):
+    async def send(self, message: _Sendable) -> None:
         """Send a message: ``str`` as text, bytes-like as binary, anything else as ``str()``;
         waits while more than 64 KiB are queued for the server."""
         if self._state is CONNECTING:
@@ -928,8 +984,9 @@ class AsyncWebSocket(_EventWebSocket):
         elif full:
             await self._drained()
 
-    async def _hand_to_server(self, message):
+    async def _hand_to_server(self, message: _Sendable) -> None:
         # The writer's work for one event, in the view's task; the writer is marked awake.
+        event: Event
         if isinstance(message, str):
             event = {"type": "websocket.send", "text": message}
         else:
@@ -964,7 +1021,7 @@ class AsyncWebSocket(_EventWebSocket):
             else:
                 self._writer_awake = False
 
-    async def _drained(self):
+    async def _drained(self) -> None:
         timeout = self.send_timeout
         while self._outgoing_bytes > _SEND_HIGH_WATER and self._state is OPEN:
             with self._lock:
@@ -984,7 +1041,7 @@ class AsyncWebSocket(_EventWebSocket):
         if self._state is CLOSED and self.end_reason != "closed":
             raise self._closed_error()
 
-    async def wait(self, timeout=None):
+    async def wait(self, timeout: float | None = None) -> Message | None:
         """Return the next message; None once the connection is closed, or when ``timeout``
         (seconds) expires first (check :attr:`closed`)."""
         if self._state is CONNECTING:
@@ -1011,16 +1068,16 @@ class AsyncWebSocket(_EventWebSocket):
             finally:
                 self._read_waiter = None
 
-    def __aiter__(self):
+    def __aiter__(self) -> Self:
         return self
 
-    async def __anext__(self):
+    async def __anext__(self) -> Message:
         message = await self.wait()
         if message is None:
             raise StopAsyncIteration
         return message
 
-    async def close(self, code=CloseCode.NORMAL_CLOSURE, reason=""):
+    async def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Close the connection (once) with ``code`` and ``reason``; returns once the server has
         the close (at most ``close_timeout``)."""
         await self._ensure_accepted()
@@ -1034,7 +1091,7 @@ class AsyncWebSocket(_EventWebSocket):
         if self._state is not CLOSED:
             self._end(f"the close did not go out within {self.close_timeout}s", CloseCode.ABNORMAL_CLOSURE, "")
 
-    def detach(self, on_message="ignore"):
+    def detach(self, on_message: Any = "ignore") -> None:
         """Let the connection outlive the view (a plain call: it never waits, and accepts the
         connection if the view did not): the view may return, and the connection stays open,
         read by the event loop. ``on_message`` is the policy for the client's data messages, as
@@ -1051,14 +1108,7 @@ class AsyncWebSocket(_EventWebSocket):
             self._accept_now(None)
         self._detach(policy)._dispatch(self)  # what the view left unread meets the policy
 
-    def fail(self, code, reason=""):
-        """Close with ``code`` at once (from any thread), never waiting."""
-        if self._state is OPEN:
-            logger.info("WebSocket %s failed with %s: %s", self.handshake.path, code, reason)
-            in_loop = _running_loop() is self._loop
-            self._close_soon(code, reason, from_loop=in_loop)
-
-    def _reject(self):
+    def _reject(self) -> None:
         if self._state is CONNECTING:
             self._state = CLOSED
             self.end_reason = "refused before the opening handshake"
@@ -1066,7 +1116,7 @@ class AsyncWebSocket(_EventWebSocket):
             self._run_callbacks(callbacks)
 
 
-def _running_loop():
+def _running_loop() -> asyncio.AbstractEventLoop | None:
     try:
         return asyncio.get_running_loop()
     except RuntimeError:

@@ -158,8 +158,9 @@ class DjangoWebSocket(_DjangoRules, GroupsMixin, WebSocket):
     __slots__ = ("id", "_group_backend", "_user_id_of", "allowed_origins", "_database_opened")
 
 
-# (The ignore: for type checkers _DjangoRules extends WebSocket, whose private _end differs.)
-class DjangoASGIWebSocket(_DjangoRules, GroupsMixin, ASGIWebSocket):  # type: ignore[misc]
+# (The ignore: for type checkers _DjangoRules extends WebSocket, whose private _end differs, and
+# whose close_code and close_reason are read-only properties.)
+class DjangoASGIWebSocket(_DjangoRules, GroupsMixin, ASGIWebSocket):  # type: ignore[misc, override]
     """``request.websocket`` of a regular view on an ASGI server: the same API as
     :class:`DjangoWebSocket`, over the server's events."""
 
@@ -471,7 +472,7 @@ async def serve_async(
         return await _serve_async(request, websocket, view, args, kwargs)
     finally:
         if not websocket.accepted:
-            websocket._reject()  # type: ignore[no-untyped-call]  # until events.py is typed
+            websocket._reject()
 
 
 async def _serve_async(

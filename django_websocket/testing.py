@@ -664,9 +664,9 @@ def _handler_giving_back(shared: list[BaseDatabaseWrapper]) -> Any:
         async def _finish_response(self, response: Any) -> None:
             if shared:
                 await sync_to_async(_give_back)(shared)
-            await super()._finish_response(response)  # type: ignore[no-untyped-call]  # until asgi.py is typed
+            await super()._finish_response(response)
 
-    return Handler()  # type: ignore[no-untyped-call]  # until asgi.py is typed
+    return Handler()
 
 
 def _resolves_to_async_view(path_info: str) -> bool:
