@@ -325,7 +325,7 @@ class _EventWebSocket:
             self._reactor = reactor = get_reactor()
         self._handover.detached = True
         self._on_idle = None
-        reactor.count(self)
+        reactor._count(self)
         return reactor
 
     def _drop_messages(self) -> None:
@@ -642,7 +642,7 @@ class _EventWebSocket:
         with _open_lock:
             _open.discard(self)
         if self._reactor is not None:
-            self._reactor.uncount(self)
+            self._reactor._uncount(self)
         for waiter in (read_waiter, drain_waiter, end_waiter):
             if waiter is not None:
                 self._loop.call_soon_threadsafe(_set_done, waiter)

@@ -100,7 +100,7 @@ class OnMessage:
         return f"<OnMessage {self.kind}>"
 
 
-class Detachable(Protocol):
+class _Detachable(Protocol):
     """What the policies need of a detached connection: a
     :class:`~django_websocket.websocket.WebSocket`, read by the reactor's thread, or an ASGI
     connection (:mod:`django_websocket.events`), read by its event loop. The policy is applied in
@@ -143,7 +143,7 @@ class Reactor:
         self._draining: dict[WebSocket, float] = {}
         self._watched: set[WebSocket] = set()
         # Detached connections that their event loop reads (ASGI), counted only.
-        self._looped: set[Detachable] = set()
+        self._looped: set[_Detachable] = set()
         self._tasks: set[asyncio.Task[None]] = set()  # async callbacks running (held: see create_task)
 
     def __len__(self) -> int:
@@ -160,12 +160,12 @@ class Reactor:
         """Read ``websocket`` again (its callback caught up, or its queue was full)."""
         self._command("resume", websocket)
 
-    def count(self, websocket: Detachable) -> None:
-        """Count ``websocket``, a detached connection that its event loop reads, until :meth:`uncount`."""
+    def _count(self, websocket: _Detachable) -> None:
+        """Count ``websocket``, a detached connection that its event loop reads, until it ends."""
         with self._lock:
             self._looped.add(websocket)
 
-    def uncount(self, websocket: Detachable) -> None:
+    def _uncount(self, websocket: _Detachable) -> None:
         with self._lock:
             self._looped.discard(websocket)
 
@@ -249,7 +249,7 @@ class Reactor:
             # would wake the reactor for nothing; the callback's worker resumes it.
             self._unwatch(websocket)
 
-    def _dispatch(self, websocket: Detachable) -> None:
+    def _dispatch(self, websocket: _Detachable) -> None:
         """Apply the policy of a detached connection to its unread messages; called by the one
         thread that reads it (this reactor's thread, or an ASGI connection's event loop)."""
         policy = websocket._detached
@@ -275,7 +275,7 @@ class Reactor:
             self._pool = concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="websocket-detached")
         return self._pool
 
-    def _run_callback(self, websocket: Detachable, policy: OnMessage) -> None:
+    def _run_callback(self, websocket: _Detachable, policy: OnMessage) -> None:
         # A worker: the connection's messages one by one, then hand it back to its reader.
         assert policy.callback is not None
         try:
@@ -292,9 +292,9 @@ class Reactor:
             websocket._detached_busy = False
             websocket._caught_up(self)
 
-    async def _await_callback(self, websocket: Detachable, policy: OnMessage) -> None:
+    async def _await_callback(self, websocket: _Detachable, policy: OnMessage) -> None:
         # _run_callback for an async def callback, on the connection's event loop.
-        callback: Callable[[Detachable, Message], Awaitable[object]] = policy.callback  # type: ignore[assignment]
+        callback: Callable[[_Detachable, Message], Awaitable[object]] = policy.callback  # type: ignore[assignment]
         try:
             while True:
                 message = websocket.read()
@@ -338,7 +338,7 @@ class Reactor:
         websocket._close_descriptor()
 
 
-def _callback_failed(websocket: Detachable) -> None:
+def _callback_failed(websocket: _Detachable) -> None:
     logger.exception("Error in the on_message callback of detached %r", websocket)
     websocket.fail(1011, "on_message callback failed")
 
