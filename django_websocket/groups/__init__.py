@@ -26,7 +26,7 @@ import os
 import threading
 import uuid
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.utils.module_loading import import_string
@@ -40,9 +40,9 @@ if TYPE_CHECKING:
     from typing import Protocol
 
     from ..types import AsyncWebSocketConnection, Sendable, WebSocketConnection
-    from .base import BaseGroupBackend
+    from .base import BaseGroupBackend, GroupSocket
 
-    class _Joining(Protocol):
+    class _Joining(GroupSocket, Protocol):
         # The self of the mixins' methods: a connection combined with a mixin.
         id: str
         _group_backend: BaseGroupBackend | None
@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 
         def _ensure_accepted(self) -> None: ...
 
-    class _AsyncJoining(Protocol):
+    class _AsyncJoining(GroupSocket, Protocol):
         id: str
         _group_backend: BaseGroupBackend | None
         _user_id_of: Any
@@ -83,11 +83,13 @@ __all__ = [
     "BackendUnavailable",
 ]
 
-_backend = None
+_backend: BaseGroupBackend | None = None
 _backend_lock = threading.Lock()
 
 
-def _config():
+def _config() -> tuple[type[BaseGroupBackend], dict[str, Any]]:
+    # The backend's class and its configuration: WEBSOCKET_GROUPS over the defaults, the
+    # class's own defaults (default_config) under both.
     config = {**DEFAULTS["WEBSOCKET_GROUPS"], **settings.WEBSOCKET_GROUPS}
     try:
         cls = import_string(config["BACKEND"])
@@ -123,15 +125,18 @@ def get_backend() -> BaseGroupBackend:
                 backend.close()
             # After a fork the parent's backend is left alone: its threads did not follow.
             backend = _backend = cls(config)
-    return backend  # type: ignore[no-any-return]  # until groups/base.py is typed
+    return backend
 
 
-def _exclude_ids(exclude):
+def _exclude_ids(exclude: Exclude) -> frozenset[str]:
     if exclude is None:
         return frozenset()
     if isinstance(exclude, (str, GroupsMixin)):
         exclude = (exclude,)
-    return frozenset(item if isinstance(item, str) else item.id for item in exclude)
+    # Else an iterable: every connection is a GroupsMixin (handler.py), though the protocols of
+    # django_websocket.types cannot say so.
+    items = cast("Iterable[WebSocketConnection | AsyncWebSocketConnection | str]", exclude)
+    return frozenset(item if isinstance(item, str) else item.id for item in items)
 
 
 def send(group: str, message: Sendable, *, exclude: Exclude = None) -> None:
@@ -162,7 +167,7 @@ def count(group: str) -> int:
     """How many sockets are in ``group``: in this process on the in-memory backend, in every
     process on Redis. Raises :class:`BackendUnavailable` when Redis cannot answer."""
     validate_group(group)
-    return get_backend().count(group)  # type: ignore[no-any-return]  # until groups/base.py is typed
+    return get_backend().count(group)
 
 
 def members(group: str) -> list[Member]:
@@ -170,10 +175,10 @@ def members(group: str) -> list[Member]:
     ``.joined_at``) in the order they joined: in this process on the in-memory backend, in every
     process on Redis. Raises :class:`BackendUnavailable` when Redis cannot answer."""
     validate_group(group)
-    return get_backend().members(group)  # type: ignore[no-any-return]  # until groups/base.py is typed
+    return get_backend().members(group)
 
 
-def _json_copy(info):
+def _json_copy(info: Any) -> Any:
     # What JSON gives back, whichever the backend: a member's info reads the same in memory and
     # from Redis, and later changes to the caller's object do not show.
     if info is None or isinstance(info, (str, int, float, bool)):
@@ -217,7 +222,7 @@ def stats() -> dict[str, Any]:
     this process, and for a minute or more after its last member left; the totals keep all.
     The backend's own counters come beside ``total`` and ``groups`` (Redis: ``subscriber_*``).
     """
-    return get_backend().stats()  # type: ignore[no-any-return]  # until groups/base.py is typed
+    return get_backend().stats()
 
 
 class GroupsMixin:
@@ -273,7 +278,7 @@ class GroupsMixin:
         """The groups this socket is in."""
         if self._group_backend is None:
             return frozenset()
-        return self._group_backend.groups_of(self)  # type: ignore[no-any-return]  # until groups/base.py is typed
+        return self._group_backend.groups_of(self)
 
 
 class AsyncGroupsMixin(GroupsMixin):

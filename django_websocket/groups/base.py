@@ -13,6 +13,8 @@ when that queue is full is the group's *slow-consumer policy*: close the socket 
 default), drop the oldest queued message, or drop the new one.
 """
 
+from __future__ import annotations
+
 import collections
 import inspect
 import logging
@@ -20,15 +22,23 @@ import os
 import socket
 import threading
 import time
-from typing import Any, NamedTuple
+from collections.abc import Callable, Container
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeAlias, cast
 
 from ..exceptions import ConnectionClosed, WebSocketError
 from ..frames import CloseCode
 from ..websocket import CLOSED as _CLOSED_STATE
 
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from ..websocket import WebSocket
+
 __all__ = [
     "BaseGroupBackend",
     "BackendUnavailable",
+    "GroupMessage",
+    "GroupSocket",
     "Member",
     "Outbox",
     "Policy",
@@ -55,6 +65,44 @@ _QUEUES = 1  # an async ASGI connection: its _send_threadsafe() only queues for 
 _THREAD = 2  # anything else (an ASGI connection of a def view): always through a sender thread
 
 
+class GroupSocket(Protocol):
+    """What a backend needs of a connection in groups: :class:`~django_websocket.websocket.WebSocket`
+    with :class:`~django_websocket.groups.GroupsMixin` on the WSGI servers, the connections of
+    :mod:`django_websocket.events` on an ASGI server.
+
+    ``send`` is the connection's own: a blocking call, or a coroutine function (an ``async def``
+    view's connection, whose ``_send_threadsafe`` the backend calls instead, see ``_mode_of``).
+    """
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+    @property
+    def close_code(self) -> int | None: ...
+
+    @property
+    def close_reason(self) -> str: ...
+
+    def send(self, message: str | bytes, /) -> object: ...
+
+    def fail(self, code: int, reason: str = "") -> None: ...
+
+    def add_close_callback(self, callback: Callable[[Self], object]) -> None: ...
+
+
+class _ThreadsafeSocket(GroupSocket, Protocol):
+    # An ASGI connection (django_websocket.events): a send that any thread may call, which only
+    # queues the frame for the event loop's writer.
+    def _send_threadsafe(self, message: str | bytes, /) -> None: ...
+
+
+#: What a group message is once it reaches a backend (groups.send copies other buffers to bytes).
+GroupMessage: TypeAlias = str | bytes
+
+
 class BackendUnavailable(WebSocketError):
     """The group backend cannot carry a message now (for example, Redis is down).
 
@@ -78,7 +126,8 @@ class Member(NamedTuple):
     joined_at: float
 
 
-def validate_group(group):
+def validate_group(group: object) -> str:
+    """``group`` if it is a valid group name; else TypeError or ValueError, saying why."""
     if not isinstance(group, str):
         raise TypeError(f"a group name must be a str, not {type(group).__name__}")
     if not 0 < len(group) <= MAX_GROUP_NAME:
@@ -92,7 +141,7 @@ class Policy:
 
     __slots__ = ("slow_consumer", "queue_size")
 
-    def __init__(self, slow_consumer=CLOSE, queue_size=1000):
+    def __init__(self, slow_consumer: str = CLOSE, queue_size: int = 1000) -> None:
         if slow_consumer not in SLOW_CONSUMER_POLICIES:
             raise ValueError(
                 f"the slow-consumer policy is one of {', '.join(map(repr, SLOW_CONSUMER_POLICIES))}, "
@@ -103,16 +152,16 @@ class Policy:
         self.slow_consumer = slow_consumer
         self.queue_size = queue_size
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         return isinstance(other, Policy) and (self.slow_consumer, self.queue_size) == (
             other.slow_consumer,
             other.queue_size,
         )
 
-    def __hash__(self):
+    def __hash__(self) -> int:
         return hash((self.slow_consumer, self.queue_size))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Policy({self.slow_consumer!r}, queue_size={self.queue_size})"
 
 
@@ -126,7 +175,7 @@ _prefixes: tuple[tuple[str, tuple[str | None, int | None]], ...] = ()  # longest
 _configure_lock = threading.Lock()
 
 
-def configure(group, *, slow_consumer=None, queue_size=None):
+def configure(group: str, *, slow_consumer: str | None = None, queue_size: int | None = None) -> None:
     """See :func:`django_websocket.groups.configure`."""
     global _configured, _prefixes
     if not isinstance(group, str):
@@ -150,7 +199,7 @@ def configure(group, *, slow_consumer=None, queue_size=None):
         _configured, _prefixes = configured, tuple(prefixes)
 
 
-def _options_of(group):
+def _options_of(group: str) -> tuple[str | None, int | None] | None:
     # The configured (slow_consumer, queue_size) of a group, or None.
     configured = _configured
     if not configured:
@@ -174,21 +223,23 @@ class _Counters:
         "empty_since",
     )  # fmt: skip
 
-    def __init__(self, lock, totals=None):
+    def __init__(self, lock: threading.Lock, totals: _Counters | None = None) -> None:
         self.delivered = self.dropped_oldest = self.dropped_new = self.closed_slow = 0
-        self.totals = totals
+        self.totals = totals  # None: these are the totals
         self.lock = lock  # the backend's: counters of several groups change together
-        self.logged_at = None  # time.monotonic() of the last log line about this group's drops
-        self.unlogged = None  # [dropped_oldest, dropped_new, closed_slow] since that line
-        self.empty_since = None  # time.monotonic() the group was first seen without members here
+        # time.monotonic() of the last log line about this group's drops
+        self.logged_at: float | None = None
+        self.unlogged: list[int] | None = None  # [dropped_oldest, dropped_new, closed_slow] since that line
+        # time.monotonic() the group was first seen without members here
+        self.empty_since: float | None = None
 
-    def count_delivered(self):
-        # A sender thread wrote one queued message.
+    def count_delivered(self) -> None:
+        # A sender thread wrote one queued message (of a group: its counters have totals).
         with self.lock:
             self.delivered += 1
-            self.totals.delivered += 1
+            cast(_Counters, self.totals).delivered += 1
 
-    def as_dict(self):
+    def as_dict(self) -> dict[str, int]:
         return {
             "delivered": self.delivered,
             "dropped_oldest": self.dropped_oldest,
@@ -204,16 +255,16 @@ class _Pending:
     # One group's messages waiting in one outbox, as (sequence number, message).
     __slots__ = ("messages", "counters")
 
-    def __init__(self, counters):
-        self.messages = collections.deque()
+    def __init__(self, counters: _Counters | None) -> None:
+        self.messages: collections.deque[tuple[int, GroupMessage]] = collections.deque()
         self.counters = counters
 
 
-def _head_seq(item):
+def _head_seq(item: tuple[str | None, _Pending]) -> int:
     return item[1].messages[0][0]
 
 
-def _mode_of(websocket):
+def _mode_of(websocket: GroupSocket) -> int:
     if hasattr(websocket, "_send_now"):
         return _DIRECT
     if hasattr(websocket, "_send_threadsafe") and inspect.iscoroutinefunction(getattr(type(websocket), "send", None)):
@@ -241,13 +292,14 @@ class Outbox:
     #: message through its thread.
     linger = 5.0
 
-    def __init__(self, websocket, limit, on_done):
+    def __init__(self, websocket: GroupSocket, limit: int, on_done: Callable[[GroupSocket], object]) -> None:
         self.websocket = websocket
         self.limit = limit  # the queue size of put() calls that name no policy
-        self.groups = set()  # guarded by the backend's lock
+        self.groups: set[str] = set()  # guarded by the backend's lock
         self._on_done = on_done  # called once the outbox is finished, to drop the membership
         self._lock = threading.Lock()
-        self._queues = None  # group -> _Pending, while messages wait (None: nothing waits)
+        # group -> _Pending, while messages wait (None: nothing waits)
+        self._queues: dict[str | None, _Pending] | None = None
         self._queued = 0
         self._seq = 0
         # Whether a sender thread runs (the socket is behind): a message then waits its turn
@@ -255,9 +307,16 @@ class Outbox:
         self._sender = False
         self._finished = False
         self._mode = _mode_of(websocket)
-        self._ready = None  # the lingering sender's Condition (_THREAD mode), made with it
+        # the lingering sender's Condition (_THREAD mode), made with it
+        self._ready: threading.Condition | None = None
 
-    def put(self, message, group=None, policy=None, counters=None):
+    def put(
+        self,
+        message: GroupMessage,
+        group: str | None = None,
+        policy: Policy | None = None,
+        counters: _Counters | None = None,
+    ) -> int:
         """Hand ``message`` (of ``group``) to the socket, or queue it; never blocks. Returns what
         was done: ``SENT``, ``QUEUED``, ``DROPPED_OLDEST`` (queued, the group's oldest queued
         message dropped), ``DROPPED_NEW``, ``CLOSED`` (the socket was too slow: it is failed
@@ -269,8 +328,9 @@ class Outbox:
             # the sender running until it is written, so this one cannot overtake it; two
             # deliveries from two threads at once have no order between them anyway, and
             # whichever _send_now finds the lock taken, or _out not empty, queues below.
-            if websocket._send_now(message):
-                if websocket._out:
+            direct = cast("WebSocket", websocket)  # _DIRECT: a WebSocket (see _mode_of)
+            if direct._send_now(message):
+                if direct._out:
                     self._follow_up()  # the socket took part of the frame: the rest is ours
                 return SENT
         if policy is None:
@@ -281,7 +341,7 @@ class Outbox:
             if self._mode == _QUEUES and not self._sender:
                 # Only queues for the event loop's writer, under the connection's lock.
                 try:
-                    websocket._send_threadsafe(message)
+                    cast(_ThreadsafeSocket, websocket)._send_threadsafe(message)
                 except ConnectionClosed:
                     return REFUSED
                 return SENT
@@ -298,7 +358,7 @@ class Outbox:
             self._start_sender()
         return result
 
-    def _follow_up(self):
+    def _follow_up(self) -> None:
         # The rest of a frame _send_now wrote in part waits in _out: a sender gets it written
         # (a view that only reads never writes), and whatever comes meanwhile queues behind it.
         with self._lock:
@@ -307,7 +367,9 @@ class Outbox:
             self._sender = True
         self._start_sender()
 
-    def _queue_locked(self, message, group, policy, counters):
+    def _queue_locked(
+        self, message: GroupMessage, group: str | None, policy: Policy, counters: _Counters | None
+    ) -> int:
         queues = self._queues
         if queues is None:
             queues = self._queues = {}
@@ -332,13 +394,13 @@ class Outbox:
         self._queued += 1
         return result
 
-    def _too_slow(self):
+    def _too_slow(self) -> None:
         websocket = self.websocket
         logger.debug("WebSocket %s is too slow for its group messages: closing it with 1008", websocket.id)
         self._on_done(websocket)
         self._fail("too slow for group messages")
 
-    def _start_sender(self):
+    def _start_sender(self) -> None:
         # Called by whoever set self._sender, under the lock.
         try:
             threading.Thread(
@@ -350,7 +412,7 @@ class Outbox:
                 self._finish_locked()
             self._too_slow()
 
-    def finish(self):
+    def finish(self) -> None:
         """Stop sending (the socket closed or was discarded); queued messages are dropped."""
         with self._lock:
             woke = self._finish_locked()
@@ -360,7 +422,7 @@ class Outbox:
             # otherwise all wait for the GIL at once and slow that thread down several times.
             time.sleep(0)
 
-    def _finish_locked(self):
+    def _finish_locked(self) -> bool:
         sender, self._sender = self._sender, False
         self._finished = True
         self._queues = None
@@ -370,17 +432,18 @@ class Outbox:
             return True
         return False
 
-    def __len__(self):
+    def __len__(self) -> int:
         return self._queued
 
-    def _fail(self, reason):
+    def _fail(self, reason: str) -> None:
         try:
             self.websocket.fail(CloseCode.POLICY_VIOLATION, reason)
         except Exception:  # the connection may already be gone in any way: nothing left to do
             logger.debug("Failing slow WebSocket %s", self.websocket.id, exc_info=True)
 
-    def _pop_locked(self):
-        queues = self._queues
+    def _pop_locked(self) -> tuple[GroupMessage, _Counters | None]:
+        # Called while messages wait: _queues is a dict then.
+        queues = cast("dict[str | None, _Pending]", self._queues)
         if len(queues) == 1:
             group, pending = next(iter(queues.items()))
         else:
@@ -393,19 +456,21 @@ class Outbox:
                 self._queues = None
         return message, pending.counters
 
-    def _run(self):
+    def _run(self) -> None:
         websocket = self.websocket
+        # Used only when direct, as a WebSocket (see _mode_of).
+        connection = cast("WebSocket", websocket)
         direct = self._mode == _DIRECT
         # A connection that takes no direct write (TLS: _send_now declines) gets every message
         # through this thread: it lingers, as for an ASGI connection, rather than start anew
         # for each message.
-        linger = not direct or type(websocket._sock) is not socket.socket
+        linger = not direct or type(connection._sock) is not socket.socket
         # The thread-safe send of an async connection (whose send() is a coroutine).
-        send = getattr(websocket, "_send_threadsafe", None) or websocket.send
+        send: Callable[[GroupMessage], object] = getattr(websocket, "_send_threadsafe", None) or websocket.send
         while True:
-            if direct and websocket._out:
+            if direct and connection._out:
                 # The rest of a frame the socket took in part (and what queued behind it).
-                websocket._flush(blocking=True)
+                connection._flush(blocking=True)
             with self._lock:
                 if self._finished:
                     return
@@ -417,7 +482,7 @@ class Outbox:
                     if self._finished:
                         return
                 if self._queues is None:
-                    if direct and websocket._out and websocket._state is not _CLOSED_STATE:
+                    if direct and connection._out and connection._state is not _CLOSED_STATE:
                         continue  # queued while we looked: write it before ending
                     # Caught up: the next message goes directly again.
                     self._sender = False
@@ -448,9 +513,9 @@ class _Members:
 
     __slots__ = ("outboxes", "snapshot")
 
-    def __init__(self):
-        self.outboxes = {}
-        self.snapshot = ()
+    def __init__(self) -> None:
+        self.outboxes: dict[Outbox, None] = {}
+        self.snapshot: tuple[Outbox, ...] | None = ()
 
 
 class BaseGroupBackend:
@@ -459,19 +524,19 @@ class BaseGroupBackend:
     ``config`` is the ``WEBSOCKET_GROUPS`` setting merged with the defaults.
     """
 
-    def __init__(self, config):
+    def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
         self.pid = os.getpid()
         self._lock = threading.Lock()
-        self._groups = {}  # group -> _Members, while the group has members here
-        self._outboxes = {}  # websocket -> Outbox
+        self._groups: dict[str, _Members] = {}  # group -> _Members, while the group has members here
+        self._outboxes: dict[GroupSocket, Outbox] = {}  # websocket -> Outbox
         # group -> {socket id: Member}, beside _groups: who is in each group (presence).
-        self._present = {}
+        self._present: dict[str, dict[str, Member]] = {}
         self._init_delivery(config)
 
     # --- membership (called through request.websocket.join / leave) -------------------------
 
-    def join(self, group, websocket, info=None, user_id=None):
+    def join(self, group: str, websocket: GroupSocket, info: Any = None, user_id: Any = None) -> None:
         """Put ``websocket`` in ``group``; again, it only replaces the member's ``info``.
 
         ``info`` is JSON data (as JSON gives it back: the caller copies it so), ``user_id``
@@ -483,7 +548,7 @@ class BaseGroupBackend:
         with self._lock:
             outbox = self._outboxes.get(websocket)
             first = outbox is None
-            if first:
+            if outbox is None:
                 # Read at call time, like every setting.
                 outbox = Outbox(websocket, self.config["QUEUE_SIZE"], self.discard)
                 self._outboxes[websocket] = outbox
@@ -510,7 +575,7 @@ class BaseGroupBackend:
             raise ConnectionClosed(websocket.close_code, websocket.close_reason)
         self._settle(group, ticket)
 
-    def leave(self, group, websocket):
+    def leave(self, group: str, websocket: GroupSocket) -> None:
         """Take ``websocket`` out of ``group``; returns once the backend took note (bounded)."""
         with self._lock:
             outbox = self._outboxes.get(websocket)
@@ -520,7 +585,7 @@ class BaseGroupBackend:
             ticket = self._remove(group, outbox)
         self._settle(None, ticket)
 
-    def discard(self, websocket):
+    def discard(self, websocket: GroupSocket) -> None:
         """End every membership of ``websocket`` and stop its sender (it closed). Never waits
         for the backend: it runs in whatever thread saw the connection end."""
         with self._lock:
@@ -532,7 +597,7 @@ class BaseGroupBackend:
             outbox.groups = set()
         outbox.finish()
 
-    def _remove(self, group, outbox):
+    def _remove(self, group: str, outbox: Outbox) -> int | None:
         members = self._groups.get(group)
         if members is None:
             return None
@@ -551,56 +616,56 @@ class BaseGroupBackend:
     # under the backend's lock, in the order of the changes, so they must only take note (no
     # I/O); what they return is handed to _settle once the lock is released.
 
-    def _member_joined(self, group, member, first):
+    def _member_joined(self, group: str, member: Member, first: bool) -> int | None:
         """``member`` joined ``group`` (or changed its info); ``first``: the group's first
         member in this process."""
         return None
 
-    def _member_left(self, group, member_id, last):
+    def _member_left(self, group: str, member_id: str, last: bool) -> int | None:
         """The socket ``member_id`` left ``group``; ``last``: no member of it is left here."""
         return None
 
-    def _settle(self, group, ticket):
+    def _settle(self, group: str | None, ticket: int | None) -> None:
         """After a join (``group``) or a leave (``None``) of the calling thread: wait until the
         backend has acted on ``ticket``, within its bounds. In memory: nothing to wait for."""
 
-    def groups_of(self, websocket):
+    def groups_of(self, websocket: GroupSocket) -> frozenset[str]:
         with self._lock:
             outbox = self._outboxes.get(websocket)
             return frozenset(outbox.groups) if outbox is not None else frozenset()
 
-    def local_members(self, group):
+    def local_members(self, group: str) -> int:
         """How many sockets of this process are in ``group``."""
         members = self._groups.get(group)
         return len(members.outboxes) if members is not None else 0
 
-    def count(self, group):
+    def count(self, group: str) -> int:
         """How many sockets are in ``group``, in every process the backend reaches (in memory:
         this one)."""
         present = self._present.get(group)
         return len(present) if present is not None else 0
 
-    def members(self, group):
+    def members(self, group: str) -> list[Member]:
         """The :class:`Member` of each socket in ``group``, in every process the backend
         reaches (in memory: this one), in the order they joined."""
         with self._lock:
             present = self._present.get(group)
             return list(present.values()) if present is not None else []
 
-    def local_presence(self):
+    def local_presence(self) -> dict[str, list[Member]]:
         """``{group: [Member, ...]}`` of this process: a copy, taken at once."""
         with self._lock:
             return {group: list(present.values()) for group, present in self._present.items()}
 
     # --- sending ------------------------------------------------------------------------------
 
-    def send(self, group, message, exclude=frozenset()):
+    def send(self, group: str, message: GroupMessage, exclude: frozenset[str] = frozenset()) -> None:
         """Send ``message`` (str or bytes) to every member of ``group``, in any process the
         backend reaches, except the sockets whose ids are in ``exclude``. Never blocks on a
         client; raises :class:`BackendUnavailable` when the message cannot be carried."""
         raise NotImplementedError
 
-    def deliver(self, group, message, exclude=frozenset()):
+    def deliver(self, group: str, message: GroupMessage, exclude: frozenset[str] = frozenset()) -> int:
         """Hand ``message`` to this process's members of ``group``, or queue it for those that
         are behind; returns how many got it or have it queued."""
         members = self._groups.get(group)
@@ -631,7 +696,7 @@ class BaseGroupBackend:
     #: summed up in the next line, and every one is counted in :meth:`stats`.
     slow_log_interval = 10.0
 
-    def _init_delivery(self, config):
+    def _init_delivery(self, config: dict[str, Any]) -> None:
         # Read once per backend: a change of WEBSOCKET_GROUPS builds a new backend.
         try:
             self._default_policy = Policy(config.get("SLOW_CONSUMER", CLOSE), config["QUEUE_SIZE"])
@@ -639,13 +704,15 @@ class BaseGroupBackend:
             from django.core.exceptions import ImproperlyConfigured
 
             raise ImproperlyConfigured(f"WEBSOCKET_GROUPS: {exc}") from exc
-        self._policies = {}  # configured options -> Policy, with this backend's defaults
+        # configured options -> Policy, with this backend's defaults
+        self._policies: dict[tuple[str | None, int | None], Policy] = {}
         self._delivery_lock = threading.Lock()
         self._delivery_totals = _Counters(self._delivery_lock)
-        self._group_counters = {}  # group -> _Counters; see stats() for when an entry is forgotten
+        # group -> _Counters; see stats() for when an entry is forgotten
+        self._group_counters: dict[str, _Counters] = {}
         self._group_counters_bound = 1024
 
-    def policy(self, group):
+    def policy(self, group: str) -> Policy:
         """The :class:`Policy` of ``group``: its :func:`~django_websocket.groups.configure`
         options, else those of ``WEBSOCKET_GROUPS``."""
         options = _options_of(group)
@@ -661,7 +728,7 @@ class BaseGroupBackend:
             self._policies[options] = policy
         return policy
 
-    def _group_counters_of(self, group):
+    def _group_counters_of(self, group: str) -> _Counters:
         counters = self._group_counters.get(group)
         if counters is None:
             with self._delivery_lock:
@@ -675,7 +742,7 @@ class BaseGroupBackend:
     #: Seconds the counters of a group are kept after it was first seen without members here.
     counters_kept_for = 60.0
 
-    def _forget_counters_locked(self, members=None):
+    def _forget_counters_locked(self, members: Container[str] | None = None) -> None:
         # Forget the counters of the groups that have had no members here for a while (their
         # counts stay in the totals); the bound doubles past what is left, so that this costs
         # O(1) per group over time.
@@ -693,7 +760,7 @@ class BaseGroupBackend:
         self._group_counters = kept
         self._group_counters_bound = max(1024, 2 * len(kept))
 
-    def _tally(self, group, counters, policy, tally):
+    def _tally(self, group: str, counters: _Counters, policy: Policy, tally: list[int]) -> None:
         sent, _, dropped_oldest, dropped_new, closed, _ = tally  # in the order of SENT, QUEUED, ...
         slow = dropped_oldest or dropped_new or closed
         if not sent and not slow:
@@ -724,7 +791,7 @@ class BaseGroupBackend:
         if report is not None:
             self._log_slow(group, policy, report, None if since is None else now - since)
 
-    def _log_slow(self, group, policy, report, since):
+    def _log_slow(self, group: str, policy: Policy, report: list[int], since: float | None) -> None:
         dropped_oldest, dropped_new, closed = report
         what = []
         if closed:
@@ -743,13 +810,13 @@ class BaseGroupBackend:
             "" if since is None else f" in the last {since:.0f}s",
         )
 
-    def stats(self):
+    def stats(self) -> dict[str, Any]:
         """Counters of this process's deliveries: see :func:`django_websocket.groups.stats`."""
         with self._lock:
             outboxes = list(self._outboxes.values())
             memberships = {group: tuple(m.outboxes) for group, m in self._groups.items()}
-        queued = {}  # group -> messages waiting
-        behind = set()
+        queued: dict[str | None, int] = {}  # group -> messages waiting
+        behind: set[Outbox] = set()
         for outbox in outboxes:
             with outbox._lock:
                 queues = outbox._queues
@@ -760,7 +827,9 @@ class BaseGroupBackend:
                 behind.add(outbox)
         with self._delivery_lock:
             self._forget_counters_locked(memberships)
-            groups = {group: counters.as_dict() for group, counters in self._group_counters.items()}
+            groups: dict[str, dict[str, int]] = {
+                group: counters.as_dict() for group, counters in self._group_counters.items()
+            }
             total = self._delivery_totals.as_dict()
         for group in memberships:
             groups.setdefault(group, {"delivered": 0, "dropped_oldest": 0, "dropped_new": 0, "closed_slow": 0})
@@ -774,7 +843,7 @@ class BaseGroupBackend:
 
     # --- life cycle ---------------------------------------------------------------------------
 
-    def close(self):
+    def close(self) -> None:
         """Drop every membership and stop the backend's threads (settings changed, tests)."""
         with self._lock:
             outboxes = list(self._outboxes.values())

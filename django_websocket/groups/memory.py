@@ -5,7 +5,7 @@ another process (a second worker, a management command, a task queue worker) rea
 here: use the Redis backend for those.
 """
 
-from .base import BaseGroupBackend
+from .base import BaseGroupBackend, GroupMessage
 
 __all__ = ["MemoryGroupBackend"]
 
@@ -15,5 +15,5 @@ class MemoryGroupBackend(BaseGroupBackend):
     (the default): the sockets of this process; :func:`~django_websocket.groups.count` and
     :func:`~django_websocket.groups.members` tell this process's."""
 
-    def send(self, group, message, exclude=frozenset()):
+    def send(self, group: str, message: GroupMessage, exclude: frozenset[str] = frozenset()) -> None:
         self.deliver(group, message, exclude)

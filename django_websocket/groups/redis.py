@@ -29,6 +29,8 @@ the process. A ``send`` while Redis is down raises
 never waits for Redis to come back.
 """
 
+from __future__ import annotations
+
 import atexit
 import collections
 import json
@@ -40,11 +42,48 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
-from .base import BackendUnavailable, BaseGroupBackend, Member
+from .base import BackendUnavailable, BaseGroupBackend, GroupMessage, Member
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from redis import Redis
+    from redis.backoff import NoBackoff
+    from redis.cluster import ClusterNode, RedisCluster
+    from redis.connection import ConnectionPool
+    from redis.retry import Retry
+    from redis.typing import EncodableT, FieldT
+
+    class _Connection(Protocol):
+        # What a subscriber uses of a redis-py connection (redis.connection.Connection), whose
+        # methods redis-py leaves unannotated. Its replies are RESP2, parsed by redis-py.
+        _sock: socket.socket
+
+        def connect(self) -> None: ...
+
+        def disconnect(self) -> None: ...
+
+        def pack_commands(self, commands: Iterable[Sequence[str | bytes]]) -> list[bytes]: ...
+
+        def send_packed_command(self, command: list[bytes]) -> None: ...
+
+        def send_command(self, *args: str | bytes) -> None: ...
+
+        def can_read(self, timeout: float = 0) -> bool: ...
+
+        def read_response(self) -> Any: ...
+
+    #: The client for commands: of one server, or of a cluster.
+    _Client = Redis | RedisCluster
+
+    #: A subscribe or unsubscribe command to write: (subscribing, its groups, its arguments).
+    _Command = tuple[bool, list[str], tuple[str | bytes, ...]]
 
 __all__ = ["RedisGroupBackend", "RedisClusterGroupBackend"]
 
@@ -53,7 +92,7 @@ logger = logging.getLogger("django_websocket.groups")
 _TEXT, _BINARY = b"t", b"b"
 
 
-def _import_redis():
+def _import_redis() -> tuple[ModuleType, type[Retry], type[NoBackoff]]:
     try:
         import redis
         from redis.backoff import NoBackoff
@@ -65,7 +104,7 @@ def _import_redis():
     return redis, Retry, NoBackoff
 
 
-def encode(message, exclude):
+def encode(message: GroupMessage, exclude: Iterable[str]) -> bytes:
     """A group message as one Redis payload: kind, the excluded socket ids, then the message."""
     if isinstance(message, str):
         kind, payload = _TEXT, message.encode("utf-8")
@@ -75,10 +114,11 @@ def encode(message, exclude):
     return b"".join((kind, ",".join(sorted(exclude)).encode("ascii"), b"\n", payload))
 
 
-def decode(data):
+def decode(data: bytes) -> tuple[GroupMessage, frozenset[str]]:
     """The inverse of :func:`encode`: ``(message, exclude)``."""
     end = data.index(b"\n")
     kind, exclude, payload = data[:1], data[1:end], data[end + 1 :]
+    message: GroupMessage
     if kind == _TEXT:
         message = payload.decode("utf-8")
     elif kind == _BINARY:
@@ -88,7 +128,7 @@ def decode(data):
     return message, frozenset(exclude.decode("ascii").split(",")) if exclude else frozenset()
 
 
-def _redact(url):
+def _redact(url: str) -> str:
     # For log lines and errors: never print a password.
     parts = urlsplit(url)
     if parts.password is None:
@@ -101,14 +141,14 @@ def _redact(url):
 # --- hash slots ---------------------------------------------------------------------------------
 
 
-def key_slot(key):
+def key_slot(key: bytes) -> int:
     """The cluster hash slot of ``key`` (bytes): CRC16 of its hash tag, or of all of it."""
     from redis.crc import key_slot as crc_key_slot
 
     return crc_key_slot(key)
 
 
-def _hashed_part(key):
+def _hashed_part(key: bytes) -> bytes:
     # What Redis hashes: the text between the first "{" and the first "}" after it, when that is
     # not empty; else the whole key.
     start = key.find(b"{")
@@ -119,11 +159,11 @@ def _hashed_part(key):
     return key
 
 
-_slot_tags = None
+_slot_tags: list[str] | None = None
 _slot_tags_lock = threading.Lock()
 
 
-def slot_tag(channel):
+def slot_tag(channel: bytes) -> str:
     """A text ``T`` such that a key holding ``{T}`` as its first braces lands in the hash slot of
     ``channel`` (bytes): the presence keys of a group live in the slot of its channel."""
     part = _hashed_part(channel)
@@ -137,7 +177,8 @@ def slot_tag(channel):
     global _slot_tags
     with _slot_tags_lock:
         if _slot_tags is None:
-            tags, missing, n = [None] * 16384, 16384, 0
+            tags: list[str | None] = [None] * 16384
+            missing, n = 16384, 0
             while missing:
                 text = format(n, "x")
                 slot = key_slot(text.encode())
@@ -145,8 +186,13 @@ def slot_tag(channel):
                     tags[slot] = text
                     missing -= 1
                 n += 1
-            _slot_tags = tags
+            _slot_tags = cast("list[str]", tags)  # every slot has its tag now
     return _slot_tags[key_slot(channel)]
+
+
+def _smembers(client: _Client, key: str) -> set[bytes]:
+    # SMEMBERS: bytes, since every client is made with decode_responses=False.
+    return cast("set[bytes]", client.smembers(key))
 
 
 # --- one subscriber connection ------------------------------------------------------------------
@@ -166,22 +212,23 @@ class _Subscriber:
     * ``on_server``: those for which the last command written was a subscribe;
     * ``pending``: how many commands written for a group are not answered yet;
     * ``inflight``: the commands written and not fully answered, in order, each as
-      ``[subscribing, groups not yet answered]``: Redis answers them in order, one reply per
+      ``(subscribing, groups not yet answered)``: Redis answers them in order, one reply per
       channel, or one error for the whole command.
 
     A group's subscription is in place once it is ``on_server`` with nothing ``pending``.
     """
 
-    def __init__(self, backend, name, make_connection):
+    def __init__(self, backend: RedisGroupBackend, name: str, make_connection: Callable[[], _Connection]) -> None:
         self.backend = backend
         self.name = name  # host:port, for the log
         self._make_connection = make_connection
-        self.wanted = set()
-        self.dirty = set()  # groups whose subscription may need a command
-        self.on_server = set()
-        self.pending = {}
-        self.inflight = collections.deque()
-        self.failed = set()  # groups whose subscribe the server refused, retried at retry_at
+        self.wanted: set[str] = set()
+        self.dirty: set[str] = set()  # groups whose subscription may need a command
+        self.on_server: set[str] = set()
+        self.pending: dict[str, int] = {}
+        self.inflight: collections.deque[tuple[bool, set[str]]] = collections.deque()
+        # groups whose subscribe the server refused, retried at retry_at
+        self.failed: set[str] = set()
         self.retry_at = 0.0
         self.retry_delay = backend.backoff_initial
         self.up = False
@@ -189,8 +236,9 @@ class _Subscriber:
         self.retired = False
         self.warned_down = False
         self.messages = 0  # messages read, for stats()
-        self._run_id = None  # of the server last connected to: tells a restart from a disconnect
-        self._down_since = None
+        # of the server last connected to: tells a restart from a disconnect
+        self._run_id: bytes | None = None
+        self._down_since: float | None = None
         self._lost_by_server = False
         self._woken = False
         self._wake_r, self._wake_w = os.pipe()
@@ -201,22 +249,22 @@ class _Subscriber:
 
     # --- called under the backend's condition ---------------------------------------------------
 
-    def want(self, group):
+    def want(self, group: str) -> None:
         self.wanted.add(group)
         self.failed.discard(group)
         self.dirty.add(group)
         self.wake()
 
-    def unwant(self, group):
+    def unwant(self, group: str) -> None:
         self.wanted.discard(group)
         self.failed.discard(group)
         self.dirty.add(group)
         self.wake()
 
-    def in_place(self, group):
+    def in_place(self, group: str) -> bool:
         return self.up and group in self.on_server and group not in self.pending
 
-    def wake(self):
+    def wake(self) -> None:
         if not self._woken:
             self._woken = True
             try:
@@ -224,18 +272,18 @@ class _Subscriber:
             except OSError:  # full (it is awake anyway) or closed (it stopped)
                 pass
 
-    def retire(self):
+    def retire(self) -> None:
         self.retired = True
         self.wake()
 
     # --- the listener thread --------------------------------------------------------------------
 
-    def _run(self):
+    def _run(self) -> None:
         backend = self.backend
         delay = backend.backoff_initial
         try:
             while not backend._stopping.is_set() and not self.retired:
-                connection = None
+                connection: _Connection | None = None
                 try:
                     connection = self._make_connection()
                     connection.connect()
@@ -267,7 +315,7 @@ class _Subscriber:
                 except OSError:
                     pass
 
-    def _identify(self, connection):
+    def _identify(self, connection: _Connection) -> bytes | None:
         # Name the connection for CLIENT LIST, and note the server's run_id: the same one after a
         # reconnection means the server kept running and closed the connection itself.
         name = f"django_websocket.groups.{socket.gethostname()}.{os.getpid()}".replace(" ", "_")
@@ -278,13 +326,13 @@ class _Subscriber:
                 run_id = reply.split(b"run_id:", 1)[1].split(b"\r\n", 1)[0].strip()
         return run_id
 
-    def _read(self, connection):
+    def _read(self, connection: _Connection) -> Any:
         try:
             return connection.read_response()
         except self.backend._redis.ResponseError as exc:  # an error reply, in its place among replies
             return exc
 
-    def _serve(self, connection, run_id):
+    def _serve(self, connection: _Connection, run_id: bytes | None) -> None:
         backend = self.backend
         with backend._cond:
             self.up = True
@@ -335,7 +383,7 @@ class _Subscriber:
                 connection.send_command("PING")
                 ping_sent = now
 
-    def _flush(self, connection):
+    def _flush(self, connection: _Connection) -> None:
         """Write the commands that bring the server's subscriptions to what is wanted."""
         backend = self.backend
         with backend._cond:
@@ -345,7 +393,8 @@ class _Subscriber:
                 self.dirty |= self.failed
                 self.failed.clear()
             dirty, self.dirty = self.dirty, set()
-            subscribe, unsubscribe = [], []
+            subscribe: list[str] = []
+            unsubscribe: list[str] = []
             for group in dirty:
                 if group in self.wanted:
                     if group not in self.on_server and group not in self.failed:
@@ -362,10 +411,10 @@ class _Subscriber:
                 self.pending[group] = self.pending.get(group, 0) + 1
             commands = backend._subscription_commands(subscribe, unsubscribe)
             for subscribing, groups, _ in commands:
-                self.inflight.append([subscribing, set(groups)])
+                self.inflight.append((subscribing, set(groups)))
         connection.send_packed_command(connection.pack_commands([args for _, _, args in commands]))
 
-    def _handle(self, reply):
+    def _handle(self, reply: Any) -> None:
         backend = self.backend
         if isinstance(reply, list) and len(reply) >= 2:
             kind = reply[0]
@@ -381,7 +430,7 @@ class _Subscriber:
             self._refused(reply)
         # else b"PONG": a PING answered outside of subscribed mode
 
-    def _answered(self, subscribing, channel):
+    def _answered(self, subscribing: bool, channel: bytes) -> None:
         backend = self.backend
         group = backend._group_of(channel)
         if group is None:
@@ -409,7 +458,7 @@ class _Subscriber:
             logger.info("Redis at %s no longer serves group %r: looking up its new node", self.name, group)
             backend._topology_changed()
 
-    def _refused(self, error):
+    def _refused(self, error: Exception) -> None:
         backend = self.backend
         with backend._cond:
             if not self.inflight:
@@ -439,7 +488,7 @@ class _Subscriber:
             )
             backend._topology_changed()
 
-    def _on_connected(self, run_id, groups):
+    def _on_connected(self, run_id: bytes | None, groups: int) -> None:
         previous, self._run_id = self._run_id, run_id
         down_since, self._down_since = self._down_since, None
         backend = self.backend
@@ -473,7 +522,7 @@ class _Subscriber:
                 groups,
             )
 
-    def _lost(self, exc):
+    def _lost(self, exc: Exception) -> bool:
         """Log the loss of the connection (or a failed attempt); True if it had been up."""
         with self.backend._cond:
             was_up, groups = self.up, len(self.wanted)
@@ -496,7 +545,7 @@ class _Subscriber:
             logger.debug("Redis at %s still unavailable: %s", self.name, exc)
         return was_up
 
-    def _reset(self):
+    def _reset(self) -> None:
         with self.backend._cond:
             self.up = False
             self.attempted = True
@@ -527,20 +576,22 @@ class _Presence:
     the heartbeat; now and then, the keys of dead processes.
     """
 
-    def __init__(self, backend):
+    def __init__(self, backend: RedisGroupBackend) -> None:
         self.backend = backend
         self.process = uuid.uuid4().hex[:16]
         prefix = backend.prefix
         self.ttl = backend.presence_ttl
         self._cond = threading.Condition(threading.Lock())
-        self._ops = {}  # (group, socket id) -> JSON text, or None to remove: the last change wins
-        self._groups = {}  # group -> True (a first member here) / False (no member left here)
+        # (group, socket id) -> JSON text, or None to remove: the last change wins
+        self._ops: dict[tuple[str, str], str | None] = {}
+        # group -> True (a first member here) / False (no member left here)
+        self._groups: dict[str, bool] = {}
         self._queued = 0  # changes queued so far ...
         self._written = 0  # ... and written
         self._down = False  # the last write failed
         self._attempted = False
         self._resync = False  # rewrite everything: Redis may have lost it, or a reader removed it
-        self._thread = None
+        self._thread: threading.Thread | None = None
         self._closed = False
         self._next_heartbeat = 0.0
         self._next_sweep = time.monotonic() + self.ttl * random.uniform(1, 2)
@@ -552,23 +603,23 @@ class _Presence:
 
     # --- keys ---
 
-    def group_key(self, group):
+    def group_key(self, group: str) -> str:
         tag = slot_tag(self.backend._channel(group))
         prefix = self.backend.prefix
         return f"{{{tag}}}{prefix}presence" if self._braced_prefix else f"{prefix}presence:{{{tag}}}"
 
-    def members_key(self, group, process):
+    def members_key(self, group: str, process: str) -> str:
         return f"{self.group_key(group)}:{process}"
 
-    def alive_key_of(self, process):
+    def alive_key_of(self, process: str) -> str:
         return f"{self.backend.prefix}presence-process:{process}"
 
-    def index_key_of(self, process):
+    def index_key_of(self, process: str) -> str:
         return f"{self.backend.prefix}presence-process:{process}:groups"
 
     # --- changes (under the backend's lock: note them only) ---
 
-    def joined(self, group, member, first):
+    def joined(self, group: str, member: Member, first: bool) -> int:
         value = json.dumps([member.user_id, member.info, member.joined_at], separators=(",", ":"))
         with self._cond:
             self._ops[(group, member.id)] = value
@@ -576,14 +627,14 @@ class _Presence:
                 self._groups[group] = True
             return self._queue()
 
-    def left(self, group, member_id, last):
+    def left(self, group: str, member_id: str, last: bool) -> int:
         with self._cond:
             self._ops[(group, member_id)] = None
             if last:
                 self._groups[group] = False
             return self._queue()
 
-    def _queue(self):
+    def _queue(self) -> int:
         self._queued += 1
         if self._thread is None and not self._closed:
             self._thread = threading.Thread(target=self._run, name="websocket-groups-presence", daemon=True)
@@ -591,7 +642,7 @@ class _Presence:
         self._cond.notify_all()
         return self._queued
 
-    def wait(self, ticket, deadline):
+    def wait(self, ticket: int, deadline: float) -> bool:
         """Until the change ``ticket`` is written; False if Redis failed or time ran out."""
         with self._cond:
             while self._written < ticket:
@@ -603,7 +654,7 @@ class _Presence:
 
     # --- the writer thread ---
 
-    def _run(self):
+    def _run(self) -> None:
         backend = self.backend
         delay = backend.backoff_initial
         while True:
@@ -625,8 +676,8 @@ class _Presence:
                 with self._cond:
                     for key, value in ops.items():
                         self._ops.setdefault(key, value)
-                    for key, value in groups.items():
-                        self._groups.setdefault(key, value)
+                    for group, present in groups.items():
+                        self._groups.setdefault(group, present)
                     was_down, self._down, self._attempted = self._down, True, True
                     # Readers may remove our entries while our heartbeat lapses: write them all again.
                     self._resync = True
@@ -652,7 +703,7 @@ class _Presence:
                     self._resync = False
                 self._cond.notify_all()
 
-    def _write(self, ops, groups, resync):
+    def _write(self, ops: dict[tuple[str, str], str | None], groups: dict[str, bool], resync: bool) -> None:
         client = self.backend._client()
         now = time.monotonic()
         ttl_ms = int(self.ttl * 1000)
@@ -663,7 +714,8 @@ class _Presence:
             # XX: only refresh; a heartbeat that had expired means readers may have removed us.
             pipe.set(self.alive_key, self.backend.where_am_i, px=ttl_ms, xx=not (first or resync))
             pipe.sadd(self.registry_key, self.process)
-        adds, removes = collections.defaultdict(dict), collections.defaultdict(list)
+        adds: collections.defaultdict[str, dict[FieldT, EncodableT]] = collections.defaultdict(dict)
+        removes: collections.defaultdict[str, list[str]] = collections.defaultdict(list)
         for (group, member_id), value in ops.items():
             if groups.get(group) is False:
                 continue  # the whole hash goes
@@ -697,7 +749,7 @@ class _Presence:
         if resync:
             self._rewrite()
 
-    def _rewrite(self):
+    def _rewrite(self) -> None:
         """Write every member of this process again, from its own bookkeeping."""
         client = self.backend._client()
         presence = self.backend.local_presence()
@@ -708,7 +760,9 @@ class _Presence:
         for group, members in presence.items():
             key = self.members_key(group, self.process)
             pipe.delete(key)
-            fields = {m.id: json.dumps([m.user_id, m.info, m.joined_at], separators=(",", ":")) for m in members}
+            fields: dict[FieldT, EncodableT] = {
+                m.id: json.dumps([m.user_id, m.info, m.joined_at], separators=(",", ":")) for m in members
+            }
             pipe.hset(key, mapping=fields)
             pipe.sadd(self.group_key(group), self.process)
             pipe.sadd(self.index_key, group)
@@ -719,10 +773,10 @@ class _Presence:
         if queued:
             pipe.execute()
 
-    def _sweep(self):
+    def _sweep(self) -> None:
         """Remove what processes whose heartbeat expired left behind (they died unannounced)."""
         client = self.backend._client()
-        processes = [p.decode() for p in client.smembers(self.registry_key)]
+        processes = [p.decode() for p in _smembers(client, self.registry_key)]
         others = [p for p in processes if p != self.process]
         if not others:
             return
@@ -731,13 +785,13 @@ class _Presence:
             pipe.exists(self.alive_key_of(process))
         dead = [p for p, alive in zip(others, pipe.execute(), strict=True) if not alive]
         for process in dead:
-            groups = [g.decode("utf-8") for g in client.smembers(self.index_key_of(process))]
+            groups = [g.decode("utf-8") for g in _smembers(client, self.index_key_of(process))]
             self._remove_process(client, process, groups)
             logger.info(
                 "Removed the group presence of process %s, whose heartbeat expired (%d groups)", process, len(groups)
             )
 
-    def _remove_process(self, client, process, groups):
+    def _remove_process(self, client: _Client, process: str, groups: Iterable[str]) -> None:
         pipe = client.pipeline(transaction=False)
         queued = 0
         for group in groups:
@@ -754,8 +808,8 @@ class _Presence:
 
     # --- reading ---
 
-    def _live(self, client, group):
-        processes = sorted(p.decode() for p in client.smembers(self.group_key(group)))
+    def _live(self, client: _Client, group: str) -> tuple[list[str], list[str]]:
+        processes = sorted(p.decode() for p in _smembers(client, self.group_key(group)))
         if not processes:
             return [], []
         pipe = client.pipeline(transaction=False)
@@ -776,7 +830,7 @@ class _Presence:
                 pass
         return live, dead
 
-    def count(self, group):
+    def count(self, group: str) -> int:
         client = self.backend._client()
         live, _ = self._live(client, group)
         if not live:
@@ -786,7 +840,7 @@ class _Presence:
             pipe.hlen(self.members_key(group, process))
         return sum(pipe.execute())
 
-    def members(self, group):
+    def members(self, group: str) -> list[Member]:
         client = self.backend._client()
         live, _ = self._live(client, group)
         if not live:
@@ -807,20 +861,20 @@ class _Presence:
 
     # --- the end ---
 
-    def close(self, timeout):
+    def close(self, timeout: float) -> None:
         """Stop the writer; remove this process's presence from Redis (bounded by the socket
         timeouts): the others stop telling its members at once, not a PRESENCE_TTL later."""
         with self._cond:
-            started = self._thread is not None
+            thread = self._thread
             self._closed = True
             self._cond.notify_all()
-        if not started:
+        if thread is None:
             return
-        if self._thread is not threading.current_thread():
-            self._thread.join(timeout)
+        if thread is not threading.current_thread():
+            thread.join(timeout)
         try:
             client = self.backend._client()
-            groups = {g.decode("utf-8") for g in client.smembers(self.index_key)}
+            groups = {g.decode("utf-8") for g in _smembers(client, self.index_key)}
             groups.update(self.backend.local_presence())
             self._remove_process(client, self.process, sorted(groups))
         except Exception as exc:
@@ -838,7 +892,7 @@ class RedisGroupBackend(BaseGroupBackend):
     ``OPTIONS`` are keyword arguments of ``redis.Redis.from_url`` (timeouts, TLS, credentials).
     """
 
-    default_config = {
+    default_config: dict[str, Any] = {
         "LOCATION": "redis://127.0.0.1:6379/0",
         "PREFIX": "django_websocket:",
         "OPTIONS": {},
@@ -860,7 +914,16 @@ class RedisGroupBackend(BaseGroupBackend):
     _poll = 1.0  # the listener's longest wait: it checks for stop and pings between
     _what = "Redis"
 
-    def __init__(self, config):
+    # Set by __init__; declared here for the classes above, which use them.
+    _redis: ModuleType
+    prefix: str
+    presence_ttl: float
+    where: str
+    where_am_i: str
+    _cond: threading.Condition
+    _stopping: threading.Event
+
+    def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
         self._redis, self._Retry, self._NoBackoff = _import_redis()
         self.location = config["LOCATION"]
@@ -877,7 +940,7 @@ class RedisGroupBackend(BaseGroupBackend):
             )
         self.where_am_i = f"{socket.gethostname()} pid {os.getpid()}"
         # Replies as bytes whatever OPTIONS say: payloads are binary.
-        self._options = {
+        self._options: dict[str, Any] = {
             "socket_connect_timeout": 2.0,
             "socket_timeout": 2.0,
             **config.get("OPTIONS", {}),
@@ -885,30 +948,31 @@ class RedisGroupBackend(BaseGroupBackend):
         }
         self._cond = threading.Condition(threading.Lock())  # the subscriptions' state
         self._stopping = threading.Event()
-        self._subscribers = {}  # name -> _Subscriber
-        self._route = {}  # group -> its _Subscriber, for the groups with members here
-        self._counters = collections.Counter()
+        self._subscribers: dict[str, _Subscriber] = {}  # name -> _Subscriber
+        # group -> its _Subscriber, for the groups with members here
+        self._route: dict[str, _Subscriber] = {}
+        self._counters: collections.Counter[str] = collections.Counter()
         self._counters_lock = threading.Lock()
         self._warned_down = False
         self._setup_clients()
         self._presence = _Presence(self)
         atexit.register(self._at_exit)
 
-    def _setup_clients(self):
+    def _setup_clients(self) -> None:
         try:
             # Publishing and presence: retry once at once, so that the first command after a
             # Redis restart replaces the pool's dead connection instead of failing.
             retry = self._Retry(self._NoBackoff(), 1)
-            self._publisher = self._redis.Redis.from_url(self.location, **{"retry": retry, **self._options})
+            self._publisher: Redis = self._redis.Redis.from_url(self.location, **{"retry": retry, **self._options})
         except ValueError as exc:
             raise ImproperlyConfigured(f"WEBSOCKET_GROUPS['LOCATION'] {self.safe_location!r}: {exc}") from exc
-        self._server_name = self.safe_location
+        self._server_name: str | None = self.safe_location
 
-    def _client(self):
+    def _client(self) -> _Client:
         """The client for commands (publishing, presence)."""
         return self._publisher
 
-    def _subscriber_connection(self, pool):
+    def _subscriber_connection(self, pool: ConnectionPool) -> _Connection:
         """A new connection of ``pool``'s kind for a subscriber: RESP2 (its replies are what the
         listener parses), no retries of redis-py's own (the listener reconnects with backoff)."""
         kwargs = {
@@ -918,17 +982,19 @@ class RedisGroupBackend(BaseGroupBackend):
         }
         # redis-py 7's maintenance notifications need RESP3: a RESP2 connection goes without.
         kwargs = {name: value for name, value in kwargs.items() if "maint_notifications" not in name}
+        connection: _Connection
         try:
-            return pool.connection_class(**{**kwargs, "protocol": 2})
+            connection = pool.connection_class(**{**kwargs, "protocol": 2})
         except TypeError:  # redis-py 4, which speaks RESP2 only, knows no protocol
-            return pool.connection_class(**kwargs)
+            connection = pool.connection_class(**kwargs)
+        return connection
 
     # --- channels -----------------------------------------------------------------------------
 
-    def _channel(self, group):
+    def _channel(self, group: str) -> bytes:
         return self._prefix_bytes + group.encode("utf-8")
 
-    def _group_of(self, channel):
+    def _group_of(self, channel: bytes) -> str | None:
         if not channel.startswith(self._prefix_bytes):
             return None
         try:
@@ -936,9 +1002,9 @@ class RedisGroupBackend(BaseGroupBackend):
         except UnicodeDecodeError:
             return None
 
-    def _subscription_commands(self, subscribe, unsubscribe):
+    def _subscription_commands(self, subscribe: list[str], unsubscribe: list[str]) -> list[_Command]:
         """``[(subscribing, groups, command arguments)]`` for these groups."""
-        commands = []
+        commands: list[_Command] = []
         size = self.channels_per_command
         for subscribing, groups, name in ((True, subscribe, "SUBSCRIBE"), (False, unsubscribe, "UNSUBSCRIBE")):
             for start in range(0, len(groups), size):
@@ -948,7 +1014,7 @@ class RedisGroupBackend(BaseGroupBackend):
 
     # --- sending ------------------------------------------------------------------------------
 
-    def send(self, group, message, exclude=frozenset()):
+    def send(self, group: str, message: GroupMessage, exclude: frozenset[str] = frozenset()) -> None:
         try:
             self._publish(self._channel(group), encode(message, exclude))
         except self._errors() as exc:
@@ -957,24 +1023,24 @@ class RedisGroupBackend(BaseGroupBackend):
                 "Nothing was sent."
             ) from exc
 
-    def _publish(self, channel, payload):
+    def _publish(self, channel: bytes, payload: bytes) -> None:
         self._publisher.publish(channel, payload)
 
     # --- presence -----------------------------------------------------------------------------
 
-    def _errors(self):
+    def _errors(self) -> tuple[type[Exception], ...]:
         return (self._redis.RedisError, BackendUnavailable)
 
-    def _unavailable(self, what, exc):
+    def _unavailable(self, what: str, exc: Exception) -> BackendUnavailable:
         return BackendUnavailable(f"Could not {what}: {self._what} at {self.safe_location} is unavailable ({exc})")
 
-    def count(self, group):
+    def count(self, group: str) -> int:
         try:
             return self._presence.count(group)
         except self._errors() as exc:
             raise self._unavailable(f"count group {group!r}", exc) from exc
 
-    def members(self, group):
+    def members(self, group: str) -> list[Member]:
         try:
             return self._presence.members(group)
         except self._errors() as exc:
@@ -982,13 +1048,13 @@ class RedisGroupBackend(BaseGroupBackend):
 
     # --- membership hooks (under the base class's lock) ----------------------------------------
 
-    def _member_joined(self, group, member, first):
+    def _member_joined(self, group: str, member: Member, first: bool) -> int:
         if first:
             with self._cond:
                 self._want(group)
         return self._presence.joined(group, member, first)
 
-    def _member_left(self, group, member_id, last):
+    def _member_left(self, group: str, member_id: str, last: bool) -> int:
         if last:
             with self._cond:
                 subscriber = self._route.pop(group, None)
@@ -997,26 +1063,25 @@ class RedisGroupBackend(BaseGroupBackend):
                 self._unrouted_discard(group)
         return self._presence.left(group, member_id, last)
 
-    def _want(self, group):
+    def _want(self, group: str) -> None:
         subscriber = self._subscriber_for(group)
         if subscriber is not None:
             self._route[group] = subscriber
             subscriber.want(group)
 
-    def _unrouted_discard(self, group):
+    def _unrouted_discard(self, group: str) -> None:
         pass
 
-    def _subscriber_for(self, group):
+    def _subscriber_for(self, group: str) -> _Subscriber | None:
         """The subscriber that should hold ``group``'s subscription (under ``_cond``)."""
-        subscriber = self._subscribers.get(self._server_name)
+        name = cast(str, self._server_name)  # one server: its (redacted) location
+        subscriber = self._subscribers.get(name)
         if subscriber is None:
             pool = self._publisher.connection_pool
-            subscriber = self._subscribers[self._server_name] = _Subscriber(
-                self, self._server_name, lambda: self._subscriber_connection(pool)
-            )
+            subscriber = self._subscribers[name] = _Subscriber(self, name, lambda: self._subscriber_connection(pool))
         return subscriber
 
-    def _settle(self, group, ticket):
+    def _settle(self, group: str | None, ticket: int | None) -> None:
         deadline = time.monotonic() + self.join_timeout
         subscribed = self._wait_subscribed(group, deadline) if group is not None else True
         written = self._presence.wait(ticket, deadline) if ticket is not None else True
@@ -1032,7 +1097,7 @@ class RedisGroupBackend(BaseGroupBackend):
         elif group is not None:
             self._warned_down = False
 
-    def _wait_subscribed(self, group, deadline):
+    def _wait_subscribed(self, group: str, deadline: float) -> bool:
         with self._cond:
             while True:
                 if self._stopping.is_set():
@@ -1050,13 +1115,13 @@ class RedisGroupBackend(BaseGroupBackend):
                     return False
                 self._cond.wait(remaining)
 
-    def _routing(self, group):
+    def _routing(self, group: str) -> bool:
         """Whether ``group`` waits for a subscriber (a cluster whose topology is unknown)."""
         return False
 
     # --- receiving ----------------------------------------------------------------------------
 
-    def _on_message(self, channel, data):
+    def _on_message(self, channel: bytes, data: bytes) -> None:
         group = self._group_of(channel)
         try:
             if group is None:
@@ -1070,19 +1135,19 @@ class RedisGroupBackend(BaseGroupBackend):
         except Exception:
             logger.exception("Delivering a message of group %r failed", group)
 
-    def _subscriber_down(self, subscriber):
+    def _subscriber_down(self, subscriber: _Subscriber) -> None:
         """A subscriber lost its connection or failed to connect (before it retries)."""
 
-    def _topology_changed(self):
+    def _topology_changed(self) -> None:
         """A subscription was dropped or refused by a cluster node."""
 
     # --- statistics ---------------------------------------------------------------------------
 
-    def _count(self, name):
+    def _count(self, name: str) -> None:
         with self._counters_lock:
             self._counters[name] += 1
 
-    def stats(self):
+    def stats(self) -> dict[str, Any]:
         """Counters of this process's backend, as a dict: ``subscriber_disconnects`` (times Redis
         closed the subscriber connection while it kept running: a listener that fell behind),
         ``subscriber_reconnects`` (times a subscriber connection was lost, for any reason),
@@ -1102,12 +1167,12 @@ class RedisGroupBackend(BaseGroupBackend):
 
     # --- life cycle ---------------------------------------------------------------------------
 
-    def _at_exit(self):
+    def _at_exit(self) -> None:
         if os.getpid() == self.pid and not self._stopping.is_set():
             # Only the presence: the others then stop telling this process's members at once.
             self._presence.close(timeout=1.0)
 
-    def close(self):
+    def close(self) -> None:
         atexit.unregister(self._at_exit)
         self._presence.close(timeout=self._poll + 2.0)
         self._stopping.set()
@@ -1122,7 +1187,7 @@ class RedisGroupBackend(BaseGroupBackend):
         super().close()
         self._close_clients()
 
-    def _close_clients(self):
+    def _close_clients(self) -> None:
         try:
             self._publisher.close()
         except Exception:
@@ -1148,16 +1213,16 @@ class RedisClusterGroupBackend(RedisGroupBackend):
     refresh_interval = 0.5
     _what = "the Redis Cluster"
 
-    def _setup_clients(self):
+    def _setup_clients(self) -> None:
         try:
             from redis.cluster import RedisCluster  # noqa: F401  (redis-py 4.1 or later)
         except ImportError as exc:
             raise ImproperlyConfigured("The Redis Cluster group backend needs redis-py 4.5 or later") from exc
-        self._cluster = None  # made at first use: making it connects to the cluster
+        self._cluster: RedisCluster | None = None  # made at first use: making it connects to the cluster
         self._cluster_lock = threading.Lock()
-        self._unrouted = set()  # groups with members here whose slot has no known node yet
+        self._unrouted: set[str] = set()  # groups with members here whose slot has no known node yet
         self._refresh = threading.Event()
-        self._router = None
+        self._router: threading.Thread | None = None
         self._server_name = None
         # Check the URL now: a mistake in the settings shows at start, not at the first send.
         parts = urlsplit(self.location)
@@ -1167,7 +1232,7 @@ class RedisClusterGroupBackend(RedisGroupBackend):
                 "or rediss://host:port"
             )
 
-    def _client(self):
+    def _client(self) -> RedisCluster:
         cluster = self._cluster
         if cluster is not None:
             return cluster
@@ -1186,18 +1251,19 @@ class RedisClusterGroupBackend(RedisGroupBackend):
                     raise ImproperlyConfigured(f"WEBSOCKET_GROUPS['LOCATION'] {self.safe_location!r}: {exc}") from exc
             return self._cluster
 
-    def _errors(self):
+    def _errors(self) -> tuple[type[Exception], ...]:
         return (self._redis.RedisError, self._redis.exceptions.RedisClusterException, BackendUnavailable)
 
-    def _publish(self, channel, payload):
-        self._client().execute_command("SPUBLISH", channel, payload)
+    def _publish(self, channel: bytes, payload: bytes) -> None:
+        # (redis-py 5 has spublish(); 4.5 has not. execute_command is unannotated.)
+        self._client().execute_command("SPUBLISH", channel, payload)  # type: ignore[no-untyped-call]
 
-    def _subscription_commands(self, subscribe, unsubscribe):
+    def _subscription_commands(self, subscribe: list[str], unsubscribe: list[str]) -> list[_Command]:
         # A sharded (un)subscribe names channels of one slot only.
-        commands = []
+        commands: list[_Command] = []
         size = self.channels_per_command
         for subscribing, groups, name in ((True, subscribe, "SSUBSCRIBE"), (False, unsubscribe, "SUNSUBSCRIBE")):
-            by_slot = collections.defaultdict(list)
+            by_slot: collections.defaultdict[int, list[str]] = collections.defaultdict(list)
             for group in groups:
                 by_slot[key_slot(self._channel(group))].append(group)
             for same_slot in by_slot.values():
@@ -1208,7 +1274,7 @@ class RedisClusterGroupBackend(RedisGroupBackend):
 
     # --- routing groups to nodes (under _cond) -------------------------------------------------
 
-    def _node_of(self, group):
+    def _node_of(self, group: str) -> ClusterNode | None:
         """The master that owns ``group``'s slot, by the client's last reading; None if unknown."""
         cluster = self._cluster
         if cluster is None:
@@ -1218,7 +1284,7 @@ class RedisClusterGroupBackend(RedisGroupBackend):
         except Exception:  # the slot is not covered (now), or no slot is known
             return None
 
-    def _subscriber_for(self, group):
+    def _subscriber_for(self, group: str) -> _Subscriber | None:
         node = self._node_of(group)
         if node is None:
             self._unrouted.add(group)
@@ -1227,24 +1293,24 @@ class RedisClusterGroupBackend(RedisGroupBackend):
         self._unrouted.discard(group)
         subscriber = self._subscribers.get(node.name)
         if subscriber is None or subscriber.retired:
-            cluster = self._cluster
+            cluster = cast("RedisCluster", self._cluster)  # it gave the node
 
-            def connect(node=node):
+            def connect(node: ClusterNode = node) -> _Connection:
                 return self._subscriber_connection(cluster.get_redis_connection(node).connection_pool)
 
             subscriber = self._subscribers[node.name] = _Subscriber(self, node.name, connect)
         return subscriber
 
-    def _unrouted_discard(self, group):
+    def _unrouted_discard(self, group: str) -> None:
         self._unrouted.discard(group)
 
-    def _routing(self, group):
+    def _routing(self, group: str) -> bool:
         if group not in self._unrouted:
             return False
         # Waiting for the cluster's slots; with no node answering, the join goes on without.
         return self._cluster is not None or self._router_attempts == 0
 
-    def _want(self, group):
+    def _want(self, group: str) -> None:
         if self._cluster is None:
             self._wake_router()
         super()._want(group)
@@ -1253,7 +1319,7 @@ class RedisClusterGroupBackend(RedisGroupBackend):
 
     _router_attempts = 0
 
-    def _wake_router(self):
+    def _wake_router(self) -> None:
         self._refresh.set()
         if self._router is None and not self._stopping.is_set():
             self._router = threading.Thread(
@@ -1261,13 +1327,13 @@ class RedisClusterGroupBackend(RedisGroupBackend):
             )
             self._router.start()
 
-    def _subscriber_down(self, subscriber):
+    def _subscriber_down(self, subscriber: _Subscriber) -> None:
         self._wake_router()
 
-    def _topology_changed(self):
+    def _topology_changed(self) -> None:
         self._wake_router()
 
-    def _route_groups(self):
+    def _route_groups(self) -> None:
         delay = self.refresh_interval
         while not self._stopping.is_set():
             self._refresh.wait(self.idle_ping)
@@ -1295,9 +1361,9 @@ class RedisClusterGroupBackend(RedisGroupBackend):
                 self._stopping.wait(random.uniform(delay / 2, delay))
                 self._refresh.set()
 
-    def _reroute(self, cluster):
+    def _reroute(self, cluster: RedisCluster) -> bool:
         """Move each group to the master that owns its slot now; True if all have a live one."""
-        primaries = {node.name for node in cluster.get_primaries()}
+        primaries = {node.name for node in cluster.get_primaries()}  # type: ignore[no-untyped-call]
         moved = 0
         with self._cond:
             for group in list(self._route) + list(self._unrouted):
@@ -1325,7 +1391,7 @@ class RedisClusterGroupBackend(RedisGroupBackend):
             logger.info("Moved %d group subscription(s) to the cluster nodes that now own their slots", moved)
         return healthy
 
-    def _close_clients(self):
+    def _close_clients(self) -> None:
         self._refresh.set()
         router = self._router
         if router is not None and router is not threading.current_thread():
