@@ -53,3 +53,10 @@ def echo(request: WebSocketRequest, room: str) -> None: ...
 
 
 echo("not a request", "room")  # error: arg-type
+
+
+def misreads_groups() -> None:
+    groups.configure("ticker", queue_size="100")  # error: arg-type
+    total: str = groups.count("room")  # error: assignment
+    print(total, groups.members("room")[0].name)  # error: attr-defined
+    groups.get_backend().send("room", 1.5)  # error: arg-type

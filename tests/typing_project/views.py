@@ -3,7 +3,7 @@ documented types: ``mypy --strict`` must find nothing here (tests/test_types.py)
 
 import json
 
-from django.http import HttpResponse, HttpResponseBadRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.http.response import HttpResponseBase
 from django.urls import path
 from django.utils.decorators import method_decorator
@@ -23,6 +23,7 @@ from django_websocket import (
 )
 from django_websocket.exceptions import ConnectionClosed
 from django_websocket.frames import CloseCode
+from django_websocket.groups.redis import RedisGroupBackend
 
 
 @require_websocket
@@ -102,6 +103,24 @@ async def async_scoreboard(request: AsyncHttpOrWebSocketRequest) -> HttpResponse
     return None
 
 
+def lobby(request: HttpRequest) -> JsonResponse:
+    # Presence, counters and per-group policies, as docs/topics/groups.rst shows them.
+    groups.configure("ticker", slow_consumer="drop_oldest", queue_size=100)
+    groups.configure("room:*", slow_consumer="drop_new")
+    members = groups.members("room:lobby")
+    names = [m.info["name"] for m in members if m.user_id is not None]
+    first: groups.Member | None = members[0] if members else None
+    stats = groups.stats()
+    dropped: int = stats["total"]["dropped_oldest"] + stats["total"]["dropped_new"]
+    backend = groups.get_backend()
+    if isinstance(backend, RedisGroupBackend):
+        dropped += backend.stats()["subscriber_disconnects"]
+    print(groups.get_backend().stats()["total"])
+    return JsonResponse(
+        {"count": groups.count("room:lobby"), "names": names, "since": first and first.joined_at, "dropped": dropped}
+    )
+
+
 def pump(ws: WebSocketConnection, messages: list[Message]) -> None:
     ws.accept(ws.choose_subprotocol())
     for message in messages:
@@ -149,5 +168,6 @@ urlpatterns = [
     path("cbv", EchoView.as_view()),
     path("strict-cbv", StrictEchoView.as_view()),
     path("plain", require_websocket(plain)),
+    path("lobby", lobby),
     path("plain-with-options", require_websocket(plain, subprotocols=["v1"])),
 ]
