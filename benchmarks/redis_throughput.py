@@ -26,11 +26,13 @@ Each scenario starts fresh servers on 127.0.0.1: one ``redis-server`` (``single`
 
 The table gives, per scenario: messages published per second (all publishers); messages
 received per second by each subscriber process, over the same window; messages lost (published
-times subscribers, less what they received once the backlog drained); the CPU of the
-redis-server that carried the group (on a cluster: the shard's master, its replica apart) as a
-share of one core, and in microseconds per published message and per copy delivered; the CPU
-of one subscriber process per message received; and the CPU that the rest of the machine used
-meanwhile (a noisy neighbour shows there).
+times subscribers, less what they received once the backlog drained), with the times Redis
+disconnected a subscriber that fell behind (``client-output-buffer-limit pubsub``); the CPU of
+the redis-server that carried the group (on a cluster: the shard's master, its replica apart) as
+a share of one core during the window, and in microseconds per published message and per copy
+delivered (until the backlog drained); the CPU of the subscriber processes per message received
+and of the publishers per message sent; and the CPU that the rest of the machine used during
+the window (a noisy neighbour shows there).
 
 ``--channels N ...`` measures instead one process that joins N groups (one member in all), and
 ``--members N ...`` one that puts N members in one group, from 32 threads at once as a server's
@@ -348,8 +350,12 @@ def throughput(servers, size, subscribers, publishers, pipeline, seconds, drain)
             elif time.monotonic() - still > 2.0:
                 break
             time.sleep(0.2)
+        # Per message: the CPU until the backlog drained (Redis writes a lagging subscriber's
+        # copies after the window), over what was sent, or received.
+        redis_total = proc_cpu(servers.carrier) - redis0
         in_window = [w["frames"] - b["frames"] for w, b in zip(window, before, strict=True)]
         sub_cpu = [w["cpu"] - b["cpu"] for w, b in zip(window, before, strict=True)]
+        sub_total = sum(a["cpu"] - b["cpu"] for a, b in zip(after, before, strict=True))
         ours = redis_cpu + (replica_cpu or 0.0) + pub_cpu + sum(sub_cpu)
         return {
             "published_per_s": sent / seconds,
@@ -358,10 +364,10 @@ def throughput(servers, size, subscribers, publishers, pipeline, seconds, drain)
             "failed": sum(r["failed"] for r in results),
             "disconnects": sum(a["disconnects"] for a in after),
             "redis_core": redis_cpu / elapsed,
-            "redis_us_per_message": redis_cpu / sent * 1e6 if sent else None,
-            "redis_us_per_copy": redis_cpu / (sent * subscribers) * 1e6 if sent else None,
+            "redis_us_per_message": redis_total / sent * 1e6 if sent else None,
+            "redis_us_per_copy": redis_total / (sent * subscribers) * 1e6 if sent else None,
             "replica_core": replica_cpu / elapsed if replica_cpu is not None else None,
-            "subscriber_us_per_message": (sum(sub_cpu) / max(1, sum(in_window)) * 1e6 if sum(in_window) else None),
+            "subscriber_us_per_message": sub_total / sum(frames) * 1e6 if sum(frames) else None,
             "publisher_us_per_message": pub_cpu / sent * 1e6 if sent else None,
             "other_cores": max(0.0, machine - ours) / elapsed,
         }
@@ -490,7 +496,8 @@ def main():
             )
         return
     print(
-        "| target | size (B) | subscribers | publishers (pipeline) | published/s | received/s per subscriber | lost | "
+        "| target | size (B) | subscribers | publishers (pipeline) | published/s | received/s per subscriber | lost "
+        "(disconnects) | "
         "redis CPU (cores) | redis µs/message | redis µs/copy | replica CPU (cores) | "
         "subscriber µs/message | publisher µs/message | others' CPU (cores) |"
     )
@@ -498,7 +505,7 @@ def main():
     for r in results:
         print(
             f"| {r['target']} | {r['size']:,} | {r['subscribers']} | {r['publishers']} ({r['pipeline']}) | "
-            f"{_f(r['published_per_s'], 0)} | {_f(r['received_per_s'], 0)} | {r['lost']:,} | "
+            f"{_f(r['published_per_s'], 0)} | {_f(r['received_per_s'], 0)} | {r['lost']:,} ({r['disconnects']}) | "
             f"{_f(r['redis_core'], 2)} | {_f(r['redis_us_per_message'])} | {_f(r['redis_us_per_copy'])} | "
             f"{_f(r['replica_core'], 2)} | {_f(r['subscriber_us_per_message'])} | "
             f"{_f(r['publisher_us_per_message'])} | {_f(r['other_cores'], 2)} |"
