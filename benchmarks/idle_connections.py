@@ -10,7 +10,8 @@ Run by hand (it is not a test), from the repository's root::
 ``--join``: each connection's view joins a group first (the in-memory backend), so that the
 difference with a run without it is what an idle group member costs. ``--detach``: the view
 joins the group and detaches (``request.websocket.detach()``, a callback echoing): what an idle
-detached socket costs. ``--usual-middleware``: the middleware ``django-admin startproject``
+detached socket costs. ``--breakdown``: at each count, where the server's memory is (glibc's heap and its
+free part, pymalloc's arenas and free blocks). ``--usual-middleware``: the middleware ``django-admin startproject``
 writes (sessions, CSRF, auth, messages, clickjacking) in front of the views.
 
 It starts the server (``python -m django_websocket.servers.gevent``, exactly as deployed, on
@@ -152,6 +153,7 @@ async def run(options):
         if options.profile:
             await asyncio.to_thread(http_get, port, "/tracemalloc?baseline")
         baseline = rss_kib(server.pid)
+        breakdowns = [("warm-up", await asyncio.to_thread(http_get, port, "/memory"))] if options.breakdown else []
         print(f"server pid {server.pid}, RSS after warm-up {baseline / 1024:.1f} MiB", file=sys.stderr)
         # With --trim, the memory held per connection is measured from the trimmed warm-up.
         trimmed_baseline = int(await asyncio.to_thread(http_get, port, "/trim")) if options.trim else None
@@ -163,6 +165,8 @@ async def run(options):
                 print(f"{len(failures)} connections failed, e.g. {failures[0]!r}", file=sys.stderr)
             await asyncio.sleep(options.settle)
             rss = rss_kib(server.pid)
+            if options.breakdown:
+                breakdowns.append((len(clients), await asyncio.to_thread(http_get, port, "/memory")))
             trimmed = None
             if options.trim:
                 # The trim also lowers the RSS of the next counts: it gives back what the earlier
@@ -205,6 +209,8 @@ async def run(options):
                 client.transport.close()
         await asyncio.sleep(0.5)
         stop_server(server)
+    for label, figures in breakdowns:
+        print(f"memory ({label}): {figures}", file=sys.stderr)
     return baseline, rows, report
 
 
@@ -222,6 +228,9 @@ def main():
     parser.add_argument("--join", action="store_true", help="Each connection joins a group first.")
     parser.add_argument("--detach", action="store_true", help="Each connection joins a group and detaches.")
     parser.add_argument("--trim", action="store_true", help="Also report RSS after the server's malloc_trim().")
+    parser.add_argument(
+        "--breakdown", action="store_true", help="Print where the RSS is (glibc heap, pymalloc) at each count."
+    )
     parser.add_argument("--usual-middleware", action="store_true", help="startproject's middleware in front.")
     parser.add_argument("--profile", type=int, default=0, metavar="FRAMES", help="tracemalloc in the server.")
     parser.add_argument(

@@ -1,7 +1,8 @@
 """Settings of the benchmark server: the test project, with a view reporting memory allocations.
 
 ``BENCH_TRACEMALLOC=1`` starts tracemalloc when the server loads (before any connection), so that
-``/tracemalloc`` can tell where the memory of the open connections went.
+``/tracemalloc`` can tell where the memory of the open connections went; ``BENCH_GC_LOG=N``
+prints in the server's log each collection of generation N or older, what it found and its time.
 """
 
 import os
@@ -43,3 +44,22 @@ if os.environ.get("BENCH_USUAL_MIDDLEWARE"):
         "django.middleware.clickjacking.XFrameOptionsMiddleware",
         "django_websocket.middleware.WebSocketMiddleware",
     ]
+
+if os.environ.get("BENCH_GC_LOG"):
+    # Every collection of the generation given or older, in the server's log: when the cyclic
+    # collector runs during a burst of handshakes, and what it finds.
+    import gc
+    import time as _time
+
+    _gc_started = []
+
+    def _gc_log(phase, info, _min=int(os.environ["BENCH_GC_LOG"])):
+        if info["generation"] < _min:
+            return
+        if phase == "start":
+            _gc_started[:] = [_time.perf_counter()]
+        else:
+            took = (_time.perf_counter() - _gc_started[0]) * 1000
+            print(f"gc gen{info['generation']}: {info['collected']} collected in {took:.1f} ms", flush=True)
+
+    gc.callbacks.append(_gc_log)

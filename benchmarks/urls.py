@@ -1,6 +1,8 @@
 """The benchmark's URLs: the test project's echo view, the same view as a group member, and the
-allocation report; the test project's plain view and the views of its detached sockets
-(``tests/detach_views.py``, for benchmarks/detached.py)."""
+allocation report; where the server's memory is (``/memory``: glibc's heap, pymalloc's arenas,
+the cyclic collector), which greenlets are alive and where they wait (``/alive``, ``/stacks``);
+the test project's plain view and the views of its detached sockets (``tests/detach_views.py``,
+for benchmarks/detached.py)."""
 
 import gc
 import tracemalloc
@@ -45,6 +47,115 @@ def trim(request):
     with open(f"/proc/{os.getpid()}/status") as f:
         rss = next(line.split()[1] for line in f if line.startswith("VmRSS:"))
     return HttpResponse(rss)
+
+
+def memory(request):
+    """Where the server's resident memory is, in KiB, as JSON: ``rss``; ``heap`` (glibc's main
+    arena, from ``[heap]`` in smaps) and ``anon`` (other anonymous mappings: pymalloc's arenas,
+    large allocations); glibc's ``mallinfo2`` (``in_use``, ``free`` in its heap, ``mmapped``);
+    pymalloc's own figures (arenas, and the bytes of its blocks in use and free)."""
+    import ctypes
+    import json
+    import os
+    import re
+    import sys
+    import tempfile
+    import time
+
+    stats_before = gc.get_stats()
+    tracked = len(gc.get_objects())
+    started = time.perf_counter()
+    found = gc.collect()
+    figures = {
+        "gc_tracked": tracked,
+        "gc_found": found,
+        "gc_ms": round((time.perf_counter() - started) * 1000, 1),
+        "gc_collections": [g["collections"] for g in stats_before],
+        "heap": 0,
+        "anon": 0,
+    }
+    kind = None
+    with open(f"/proc/{os.getpid()}/smaps") as f:
+        for line in f:
+            first = line.split(None, 6)
+            if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+                name = first[5].strip() if len(first) > 5 else ""
+                kind = "heap" if name == "[heap]" else "anon" if not name else None
+            elif kind and line.startswith("Rss:"):
+                figures[kind] += int(first[1])
+    with open(f"/proc/{os.getpid()}/status") as f:
+        figures["rss"] = int(next(line.split()[1] for line in f if line.startswith("VmRSS:")))
+
+    class Mallinfo2(ctypes.Structure):
+        _fields_ = [
+            (name, ctypes.c_size_t)
+            for name in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()
+        ]
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = Mallinfo2
+    info = libc.mallinfo2()
+    figures.update(in_use=info.uordblks // 1024, free=info.fordblks // 1024, mmapped=info.hblkhd // 1024)
+    # sys._debugmallocstats() writes to the C stderr: read it back from a file (a pipe could
+    # fill before it is read).
+    with tempfile.TemporaryFile() as out:
+        saved = os.dup(2)
+        os.dup2(out.fileno(), 2)
+        try:
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        out.seek(0)
+        stats = out.read().decode(errors="replace")
+    for label, key in (
+        ("# arenas allocated current", "arenas"),
+        ("# bytes in allocated blocks", "pymalloc_used"),
+        ("# bytes in available blocks", "pymalloc_free"),
+        ("# bytes lost to pool headers", "pool_headers"),
+        ("# bytes lost to quantization", "quantization"),
+        ("# bytes lost to arena alignment", "alignment"),
+    ):
+        match = re.search(re.escape(label) + r"\s*=\s*([\d,]+)", stats)
+        if match:
+            value = int(match.group(1).replace(",", ""))
+            figures[key] = value if key == "arenas" else value // 1024
+    match = re.search(r"(\d+) unused pools \* (\d+) bytes", stats)
+    if match:
+        figures["pymalloc_unused_pools"] = int(match.group(1)) * int(match.group(2)) // 1024
+    return HttpResponse(json.dumps(figures), content_type="application/json")
+
+
+def alive(request):
+    """Greenlets alive and ``WSGIRequest`` objects in memory now, without collecting, as JSON."""
+    import json
+
+    from django.core.handlers.wsgi import WSGIRequest
+    from greenlet import greenlet
+
+    counts = {"greenlets": 0, "requests": 0}
+    for obj in gc.get_objects():
+        if isinstance(obj, greenlet) and not obj.dead:
+            counts["greenlets"] += 1
+        elif type(obj) is WSGIRequest:
+            counts["requests"] += 1
+    return HttpResponse(json.dumps(counts), content_type="application/json")
+
+
+def stacks(request):
+    """Where the live greenlets are suspended: their innermost frames, counted, as text."""
+    import collections
+    import traceback
+
+    from greenlet import greenlet
+
+    where = collections.Counter()
+    for obj in gc.get_objects():
+        if isinstance(obj, greenlet) and not obj.dead and obj.gr_frame is not None:
+            frames = traceback.extract_stack(obj.gr_frame)[-int(request.GET.get("frames", 6)) :]
+            where["\n  ".join(f"{f.filename}:{f.lineno} {f.name}" for f in frames)] += 1
+    lines = [f"{count} at\n  {stack}" for stack, count in where.most_common(5)]
+    return HttpResponse("\n".join(lines) + "\n", content_type="text/plain")
 
 
 def raw_echo(request):
@@ -97,6 +208,9 @@ urlpatterns = [
     path("group-echo", group_echo),
     path("detached-echo", detached_echo),
     path("trim", trim),
+    path("memory", memory),
+    path("alive", alive),
+    path("stacks", stacks),
     path("stats", stats),
     path("raw-echo", raw_echo),
     path("tracemalloc", allocations),
