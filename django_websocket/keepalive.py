@@ -14,6 +14,7 @@ failed within ``ping_interval + ping_timeout`` and one tick, whatever the other 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterable
@@ -24,19 +25,36 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("django_websocket")
 
+# Every handshake adds to this set, the watcher copies it and removes ended connections: each of
+# these is one operation on the set (atomic under the GIL, and under the set's own lock in a
+# free-threaded build; connections hash by identity, no Python code runs), so no lock is taken.
+# A lock here, taken by every accept(), made the handshakes of a burst queue behind one another
+# under gevent (its locks hand over in turn, through the hub): thousands of requests then stayed
+# in memory at once, until the burst was over.
 _watched: set[WebSocket] = set()
-_lock = threading.Lock()
-_thread: threading.Thread | None = None
+_lock = threading.Lock()  # only to start the watcher once
+# Whether the watcher runs, and in which process (a forked child has none). Not
+# Thread.is_alive(): under gevent each call on a live thread switches to the hub and back.
+_running = False
+_pid = 0
 
 
 def watch(websocket: WebSocket) -> None:
     """Keep ``websocket`` alive until it closes (its ``ping_interval`` must be set)."""
-    global _thread
+    _watched.add(websocket)
+    if not _running or _pid != os.getpid():
+        _start()
+
+
+def _start() -> None:
+    global _running, _pid
     with _lock:
-        _watched.add(websocket)
-        if _thread is None or not _thread.is_alive():
-            _thread = threading.Thread(target=_run, name="websocket-keepalive", daemon=True)
-            _thread.start()
+        if _running and _pid == os.getpid():
+            return  # started by another caller
+        _running, _pid = True, os.getpid()
+        thread = threading.Thread(target=_run, name="websocket-keepalive", daemon=True)
+    # Started outside the lock: start() waits for the new thread to run (under gevent, a switch).
+    thread.start()
 
 
 def _tick_interval(connections: Iterable[WebSocket]) -> float:
@@ -49,9 +67,16 @@ def _tick_interval(connections: Iterable[WebSocket]) -> float:
 
 
 def _run() -> None:
+    global _running
+    try:
+        _watch_forever()
+    finally:
+        _running = False
+
+
+def _watch_forever() -> None:
     while True:
-        with _lock:
-            connections = list(_watched)
+        connections = list(_watched)
         pause = _tick_interval(connections)
         now = time.monotonic()
         ended = []
@@ -62,8 +87,7 @@ def _run() -> None:
             except Exception:  # one bad connection must not stop keepalive for the others
                 logger.exception("Keepalive check of %r failed", websocket)
         if ended:
-            with _lock:
-                _watched.difference_update(ended)
+            _watched.difference_update(ended)
         time.sleep(pause)
 
 

@@ -135,9 +135,17 @@ class Reactor:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        # Commands from any thread, and the connections of event loops: each append, popleft,
+        # add or discard is one atomic operation on the deque or set (under the GIL, or their own
+        # lock in a free-threaded build), so none takes a lock. A lock taken by every detach()
+        # made a burst of handshakes queue behind one another under gevent (its locks hand over
+        # in turn, through the hub), each keeping its request in memory until the burst ended.
         self._commands: collections.deque[tuple[str, WebSocket]] = collections.deque()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # only to start the reactor's thread once
+        # Whether the reactor's thread runs. Not Thread.is_alive(): under gevent each call on a
+        # live thread switches to the hub and back. (A forked child gets a reactor of its own:
+        # see get_reactor.)
+        self._running = False
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         # Connections that ended cleanly, whose socket closes once the peer's FIN came: deadline.
         self._draining: dict[WebSocket, float] = {}
@@ -162,32 +170,40 @@ class Reactor:
 
     def _count(self, websocket: _Detachable) -> None:
         """Count ``websocket``, a detached connection that its event loop reads, until it ends."""
-        with self._lock:
-            self._looped.add(websocket)
+        self._looped.add(websocket)
 
     def _uncount(self, websocket: _Detachable) -> None:
-        with self._lock:
-            self._looped.discard(websocket)
+        self._looped.discard(websocket)
 
     def _command(self, kind: str, websocket: WebSocket) -> None:
-        with self._lock:
-            self._commands.append((kind, websocket))
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="websocket-reactor", daemon=True)
-                self._thread.start()
+        self._commands.append((kind, websocket))
+        if not self._running:
+            self._start()
         try:
             self._wake_w.send(b"\0")
         except (BlockingIOError, InterruptedError):
             pass  # the pipe is full: the reactor is awake already
 
+    def _start(self) -> None:
+        with self._lock:
+            if self._running:
+                return  # started by another caller
+            self._running = True
+            thread = threading.Thread(target=self._run, name="websocket-reactor", daemon=True)
+        # Started outside the lock: start() waits for the new thread to run (under gevent, a switch).
+        thread.start()
+
     # --- the reactor's thread -----------------------------------------------------------------
 
     def _run(self) -> None:
-        while True:
-            try:
-                self._step()
-            except Exception:  # one connection's surprise must not stop the others'
-                logger.exception("WebSocket reactor error")
+        try:
+            while True:
+                try:
+                    self._step()
+                except Exception:  # one connection's surprise must not stop the others'
+                    logger.exception("WebSocket reactor error")
+        finally:
+            self._running = False
 
     def _step(self) -> None:
         timeout = 1.0 if self._draining else None
@@ -212,10 +228,10 @@ class Reactor:
         except (BlockingIOError, InterruptedError):
             pass
         while True:
-            with self._lock:
-                if not self._commands:
-                    return
+            try:
                 kind, websocket = self._commands.popleft()
+            except IndexError:
+                return
             if kind == "add":
                 self._watched.add(websocket)
                 self._watch(websocket)

@@ -446,3 +446,45 @@ def test_a_burst_to_hundreds_of_detached_sockets_loses_and_reorders_nothing(name
     finally:
         server.stop()
     assert "Traceback" not in server.output()
+
+
+def test_the_views_of_a_burst_of_handshakes_on_gevent_end_as_each_one_detaches():
+    # 600 handshakes to a view that detaches, 40 at a time: each view's greenlet (and with it
+    # its request, environ and middleware objects) must end once its socket is detached,
+    # however many other handshakes are in progress. The server's live greenlets, sampled during
+    # the burst, stay near the 40 handshakes in progress, not near the sockets opened so far
+    # (views that queued behind one another kept their requests until the burst was over).
+    import asyncio
+
+    from tests.bulkclient import open_clients
+
+    sockets, concurrency, group = 600, 40, "burst-greenlets"
+    server = servers.gevent()
+    clients, samples = [], []
+
+    async def scenario():
+        try:
+            before = (await asyncio.to_thread(status, server))["greenlets"]
+            opening = asyncio.ensure_future(
+                open_clients(server.host, server.port, f"/detach/notify?group={group}", sockets, clients, concurrency)
+            )
+            while not opening.done():
+                samples.append((len(clients), (await asyncio.to_thread(status, server))["greenlets"] - before))
+                await asyncio.sleep(0.05)
+            failures = await opening
+            assert not failures, f"{len(failures)} connections failed, e.g. {failures[0]!r}"
+            assert await asyncio.to_thread(wait_until, lambda: members(server, group) == sockets)
+        finally:
+            for client in clients:
+                client.transport.close()
+            await asyncio.sleep(0.1)
+
+    try:
+        asyncio.run(asyncio.wait_for(scenario(), 90))
+    finally:
+        server.stop()
+    assert "Traceback" not in server.output()
+    # The handshakes in progress, the status request itself and the reactor's own greenlets.
+    bound = concurrency + 30
+    assert len(samples) >= 3, samples
+    assert max(extra for _, extra in samples) <= bound, samples
