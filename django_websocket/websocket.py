@@ -242,6 +242,13 @@ class Handover:
     blocking in ``with`` statements, and with ``acquire(blocking=False)``).
     """
 
+    # Slots: a detached connection keeps its handover for as long as it lives. "__dict__" keeps
+    # attributes a server adapter sets of its own working (the dict is made only for those).
+    __slots__ = (
+        "_take", "accepted", "wait_readable", "writable_now", "send_now", "lock", "taken", "detachable",
+        "detached", "__dict__",
+    )  # fmt: skip
+
     def __init__(
         self,
         take: Callable[[], tuple[Socket, bytes]],
@@ -357,7 +364,9 @@ class WebSocket:
         self._clean_end = False
         self._ended: threading.Event | None = None  # made only when a thread waits for the end
         self.last_received = None  # type: ignore[assignment]
-        self._pong_waiters: dict[bytes, threading.Event] = {}
+        # Pings sent by ping() and not answered yet: a dict made by the first one (most
+        # connections never call ping(); keepalive pings need no waiter).
+        self._pong_waiters: dict[bytes, threading.Event] | None = None
         self._close_callbacks: list[Callable[[Any], object]] = []
         #: ``time.monotonic()`` when the keepalive ping now unanswered was sent, else None.
         self.ping_sent: float | None = None
@@ -576,8 +585,11 @@ class WebSocket:
             if self._state is CLOSED or self._proto.close_sent:
                 raise self._closed_error()
             # Re-inserted at the end: the dict keeps the order pings were sent in.
-            self._pong_waiters.pop(payload, None)
-            self._pong_waiters[payload] = waiter
+            waiters = self._pong_waiters
+            if waiters is None:
+                waiters = self._pong_waiters = {}
+            waiters.pop(payload, None)
+            waiters[payload] = waiter
             self._queue_out(serialize_frame(Opcode.PING, payload))
         self._flush(blocking=True)
         return waiter
@@ -939,7 +951,7 @@ class WebSocket:
     def _answer_pings(self, payload: bytes) -> None:
         # State lock held. A pong answers its ping and every ping sent before it.
         waiters = self._pong_waiters
-        if payload not in waiters:
+        if not waiters or payload not in waiters:
             return
         for key in list(waiters):
             waiters.pop(key).set()
@@ -1071,7 +1083,7 @@ class WebSocket:
                 # we failed with one (RFC 6455 §7.1.5, §7.4.1); the parser forgets its input.
                 proto.receive_eof()
             callbacks, self._close_callbacks = self._close_callbacks, []
-            waiters, self._pong_waiters = self._pong_waiters, {}
+            waiters, self._pong_waiters = self._pong_waiters, None
             ended = self._ended
             self._out = None
         sock = self._sock
@@ -1084,7 +1096,7 @@ class WebSocket:
                 pass
         with _open_lock:
             _open.discard(self)
-        for waiter in waiters.values():
+        for waiter in (waiters or {}).values():
             waiter.set()
         if ended is not None:
             ended.set()
