@@ -28,9 +28,9 @@ logger = logging.getLogger("django_websocket")
 # Every handshake adds to this set, the watcher copies it and removes ended connections: each of
 # these is one operation on the set (atomic under the GIL, and under the set's own lock in a
 # free-threaded build; connections hash by identity, no Python code runs), so no lock is taken.
-# A lock here, taken by every accept(), made the handshakes of a burst queue behind one another
-# under gevent (its locks hand over in turn, through the hub): thousands of requests then stayed
-# in memory at once, until the burst was over.
+# A lock here, taken by every accept() around Thread.is_alive() (which under gevent switches to
+# the hub), made the handshakes of a burst queue behind one another, each one's turn coming
+# through the hub: thousands of views, and their requests, stayed alive until the burst ended.
 _watched: set[WebSocket] = set()
 _lock = threading.Lock()  # only to start the watcher once
 # Whether the watcher runs, and in which process (a forked child has none). Not
@@ -54,7 +54,11 @@ def _start() -> None:
         _running, _pid = True, os.getpid()
         thread = threading.Thread(target=_run, name="websocket-keepalive", daemon=True)
     # Started outside the lock: start() waits for the new thread to run (under gevent, a switch).
-    thread.start()
+    try:
+        thread.start()
+    except BaseException:
+        _running = False  # the next watch() tries again
+        raise
 
 
 def _tick_interval(connections: Iterable[WebSocket]) -> float:

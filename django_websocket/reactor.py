@@ -138,8 +138,8 @@ class Reactor:
         # Commands from any thread, and the connections of event loops: each append, popleft,
         # add or discard is one atomic operation on the deque or set (under the GIL, or their own
         # lock in a free-threaded build), so none takes a lock. A lock taken by every detach()
-        # made a burst of handshakes queue behind one another under gevent (its locks hand over
-        # in turn, through the hub), each keeping its request in memory until the burst ended.
+        # around Thread.is_alive() (which under gevent switches to the hub) made the handshakes
+        # of a burst queue behind one another, each view alive with its request until it ended.
         self._commands: collections.deque[tuple[str, WebSocket]] = collections.deque()
         self._lock = threading.Lock()  # only to start the reactor's thread once
         # Whether the reactor's thread runs. Not Thread.is_alive(): under gevent each call on a
@@ -191,7 +191,11 @@ class Reactor:
             self._running = True
             thread = threading.Thread(target=self._run, name="websocket-reactor", daemon=True)
         # Started outside the lock: start() waits for the new thread to run (under gevent, a switch).
-        thread.start()
+        try:
+            thread.start()
+        except BaseException:
+            self._running = False  # the next command tries again
+            raise
 
     # --- the reactor's thread -----------------------------------------------------------------
 
