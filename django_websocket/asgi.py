@@ -93,6 +93,15 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+def _reads_on_receive(receive: Receive) -> bool:
+    # Granian's receive() is a method of its connection object (in its compiled module), and
+    # reads the client's frames only while it is awaited: no bad frame is read, and the
+    # connection is not failed, until the application asks for the next event. uvicorn, daphne,
+    # hypercorn and gunicorn's asgi worker read the socket on their own.
+    owner = getattr(receive, "__self__", None)
+    return type(owner).__module__.partition(".")[0] == "granian"
+
+
 class WebSocketASGIHandler:
     """The ASGI application of :func:`get_asgi_application`."""
 
@@ -137,7 +146,14 @@ class WebSocketASGIHandler:
             scope.get("path", ""),
         )
         extensions = scope.get("extensions") or {}
-        handover = EventHandover(loop, receive, send, handshake, http_response="websocket.http.response" in extensions)
+        handover = EventHandover(
+            loop,
+            receive,
+            send,
+            handshake,
+            http_response="websocket.http.response" in extensions,
+            reads_on_receive=_reads_on_receive(receive),
+        )
         http_scope = dict(scope, type="http", method="GET", scheme="https" if scope.get("scheme") == "wss" else "http")
         set_script_prefix(get_script_prefix(http_scope))
         request = ASGIRequest(http_scope, io.BytesIO())

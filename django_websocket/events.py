@@ -27,6 +27,14 @@ when nothing is queued and the writer sleeps (no task switch); the writer takes 
 server's ``send()`` waits. Keepalive pings and the close handshake are the server's: the ASGI
 interface has no ping.
 
+Some servers (Granian) read the client's frames only while the application awaits
+``receive()``, and fail the connection as soon as that read meets a bad frame: from then on they
+refuse every ``send()``. On such a server the reader, having just handed a message to a view that
+waited for one, calls ``receive()`` again only once the view has answered (the writer sent what it
+queued), has gone back to waiting, or :data:`_HANDLING_BOUND` has passed: the answer to a valid
+message then goes out before the server reads what followed it, as when an application answers
+from the coroutine that received the message. Servers that read on their own are not held back.
+
 This module never imports Django.
 """
 
@@ -79,6 +87,12 @@ logger = logging.getLogger("django_websocket")
 #: Bytes (characters of text) queued for the writer above which a sending thread waits.
 _SEND_HIGH_WATER = 2**16
 
+#: Seconds at most that the reader of a server that reads only inside ``receive()`` defers its
+#: next ``receive()`` while a view handles the message just handed to it (long enough for a
+#: thread to wake and answer on an idle machine, short enough that a view busy with a message
+#: sees the next ones, and the client's close, a few milliseconds late at most).
+_HANDLING_BOUND = 0.005
+
 
 class EventHandover:
     """What an ASGI adapter lends a connection: the event loop, the ``receive`` and ``send``
@@ -97,6 +111,7 @@ class EventHandover:
         handshake: Request,
         *,
         http_response: bool = False,
+        reads_on_receive: bool = False,
     ) -> None:
         self.loop = loop
         self.receive = receive
@@ -104,6 +119,9 @@ class EventHandover:
         self.handshake = handshake
         #: Whether the server offers the ``websocket.http.response`` extension.
         self.http_response = http_response
+        #: Whether the server reads the client's frames only while ``receive()`` is awaited
+        #: (Granian): the reader then lets a view answer a message before reading on.
+        self.reads_on_receive = reads_on_receive
         self.accepted = False
         self.taken = False
         #: Whether the view is an ``async def`` one (the adapter decides before it runs).
@@ -126,7 +144,7 @@ class _EventWebSocket:
         "_writable", "_room_waiters", "_writer_awake", "_kick", "_wakeups", "_resume", "_reader_paused", "_tasks",
         "_read_waiter", "_drain_waiter", "_close_callbacks", "_closed_event", "idle_timeout", "_on_idle",
         "last_received", "_send_inline", "_unfinished", "_detached", "_detached_busy", "_reactor",
-        "_end_waiter", "__dict__", "__weakref__",
+        "_end_waiter", "_handed", "__dict__", "__weakref__",
     )  # fmt: skip
 
     def __init__(
@@ -200,6 +218,9 @@ class _EventWebSocket:
         self._detached_busy = False  # its on_message callback runs
         self._reactor: Reactor | None = None  # the reactor whose policies apply, once detached
         self._end_waiter: asyncio.Future[None] | None = None  # what _until_ended() awaits
+        # What the reader awaits before its next receive() while a view handles the message just
+        # handed to it, on a server that reads only inside receive() (see _reader).
+        self._handed: asyncio.Future[None] | None = None
 
     # --- state --------------------------------------------------------------------------------
 
@@ -323,6 +344,7 @@ class _EventWebSocket:
                 raise InvalidState("the WebSocket was already detached")
             self._detached = policy
             self._reactor = reactor = get_reactor()
+            self._let_reader_on_locked(_running_loop() is self._loop)
         self._handover.detached = True
         self._on_idle = None
         reactor._count(self)
@@ -467,7 +489,17 @@ class _EventWebSocket:
                         logger.info("WebSocket %s failed with 1009: message over %d bytes", self.handshake.path, limit)
                         self._close_soon(CloseCode.MESSAGE_TOO_BIG, f"message over {limit} bytes", from_loop=True)
                         continue
-                    self._deliver(message)
+                    handed = self._deliver(message)
+                    if handed is not None:
+                        # The server reads only inside receive() and refuses every send() once
+                        # that read met a bad frame (RFC 6455 §7.1.7): read on once the view
+                        # answered this message, went back to waiting, or the bound passed.
+                        timer = self._loop.call_later(_HANDLING_BOUND, _set_done, handed)
+                        await handed
+                        timer.cancel()
+                        with self._lock:
+                            if self._handed is handed:
+                                self._handed = None
                 elif kind == "websocket.disconnect":
                     code = event.get("code", CloseCode.ABNORMAL_CLOSURE)
                     clean = code != CloseCode.ABNORMAL_CLOSURE
@@ -478,22 +510,43 @@ class _EventWebSocket:
         except Exception as exc:  # the server's receive() failed: the connection is gone
             self._end(f"receive() failed: {exc!r}", CloseCode.ABNORMAL_CLOSURE, "")
 
-    def _deliver(self, message: Message) -> None:
-        # On the loop: queue a received message and wake whoever waits for one.
+    def _deliver(self, message: Message) -> asyncio.Future[None] | None:
+        # On the loop: queue a received message and wake whoever waits for one. Returns what the
+        # reader awaits before its next receive() when a view takes this message at once on a
+        # server that reads only inside receive(); else None.
+        handed = None
         with self._lock:
             if self._state is not OPEN:
-                return  # after our close: dropped, as on the other servers
+                return None  # after our close: dropped, as on the other servers
             self._messages.append(message)
             self._queued_bytes += len(message)
             if len(self._messages) >= self.max_queue or self._queued_bytes >= self.max_queue_bytes:
                 self._reader_paused = True
+            waiter = self._read_waiter
+            if waiter is not None and waiter.done():
+                waiter = None
             if self._reading_threads:
                 self._readable.notify()
-            waiter = self._read_waiter
-        if waiter is not None and not waiter.done():
+                if self._handover.reads_on_receive and len(self._messages) == 1:
+                    self._handed = handed = self._loop.create_future()
+            elif waiter is not None and self._handover.reads_on_receive and len(self._messages) == 1:
+                self._handed = handed = self._loop.create_future()
+        if waiter is not None:
             waiter.set_result(None)
         if self._detached is not None:
             self._reactor._dispatch(self)  # type: ignore[union-attr]  # set with _detached; the view returned: the policy takes the message
+        return handed
+
+    def _let_reader_on_locked(self, from_loop: bool) -> None:
+        # The lock is held: the view answered, went back to waiting, or the connection is over:
+        # the deferred reader may call receive() again.
+        handed = self._handed
+        if handed is not None:
+            self._handed = None
+            if from_loop:
+                _set_done(handed)
+            else:
+                self._wakeups.add(handed)
 
     async def _writer(self) -> None:
         send = self._handover.send
@@ -516,6 +569,8 @@ class _EventWebSocket:
                         burst = None
                         self._writer_awake = False
                         kick = self._kick = self._loop.create_future()
+                        if self._handed is not None:
+                            self._let_reader_on_locked(True)  # nothing (more) to answer with
                 if burst is None:
                     await kick
                     continue
@@ -539,6 +594,9 @@ class _EventWebSocket:
                         await send(event)
                     sent += 1
                     sent_bytes += len(event.get("text") or event.get("bytes") or b"")
+                    if self._handed is not None:
+                        with lock:
+                            self._let_reader_on_locked(True)  # the answer is out: read on
                     if event["type"] == "websocket.close":
                         self._progress(sent_bytes, sent)
                         # The server completes the closing handshake: the connection is over.
@@ -638,12 +696,12 @@ class _EventWebSocket:
             self._readable.notify_all()
             self._writable.notify_all()
             read_waiter, drain_waiter, closed_event = self._read_waiter, self._drain_waiter, self._closed_event
-            end_waiter = self._end_waiter
+            end_waiter, handed, self._handed = self._end_waiter, self._handed, None
         with _open_lock:
             _open.discard(self)
         if self._reactor is not None:
             self._reactor._uncount(self)
-        for waiter in (read_waiter, drain_waiter, end_waiter):
+        for waiter in (read_waiter, drain_waiter, end_waiter, handed):
             if waiter is not None:
                 self._loop.call_soon_threadsafe(_set_done, waiter)
         if closed_event is not None:
@@ -849,6 +907,10 @@ class ASGIWebSocket(_EventWebSocket):
             self._ensure_accepted()
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
+            if self._handed is not None and not self._writer_awake:
+                # Back to waiting with nothing to send: the reader may read on (an awake writer
+                # lets it once it sent what is queued).
+                self._let_reader_on_locked(False)
             while True:
                 if self._messages:
                     return self._pop_locked()
@@ -1020,6 +1082,8 @@ class AsyncWebSocket(_EventWebSocket):
                 _set_done(self._kick)  # queued meanwhile: the writer (still marked awake) sends it
             else:
                 self._writer_awake = False
+                if self._handed is not None:
+                    self._let_reader_on_locked(True)  # the answer is out: read on
 
     async def _drained(self) -> None:
         timeout = self.send_timeout
@@ -1047,6 +1111,9 @@ class AsyncWebSocket(_EventWebSocket):
         if self._state is CONNECTING:
             await self.accept()
         deadline = None if timeout is None else self._loop.time() + timeout
+        if self._handed is not None and not self._writer_awake:
+            with self._lock:
+                self._let_reader_on_locked(True)  # back to waiting with nothing to send
         while True:
             with self._lock:
                 if self._messages:
