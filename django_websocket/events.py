@@ -29,11 +29,13 @@ interface has no ping.
 
 Some servers (Granian) read the client's frames only while the application awaits
 ``receive()``, and fail the connection as soon as that read meets a bad frame: from then on they
-refuse every ``send()``. On such a server the reader, having just handed a message to a view that
-waited for one, calls ``receive()`` again only once the view has answered (the writer sent what it
-queued), has gone back to waiting, or :data:`_HANDLING_BOUND` has passed: the answer to a valid
-message then goes out before the server reads what followed it, as when an application answers
-from the coroutine that received the message. Servers that read on their own are not held back.
+refuse every ``send()``. On such a server the reader, having just handed a message to a regular
+view's thread that waited for one, calls ``receive()`` again only once the view has answered (the
+writer sent what it queued), has gone back to waiting, or ``_HANDLING_BOUND`` has passed: the
+answer to a valid message then goes out before the server reads what followed it, as when an
+application answers from the coroutine that received the message. ``async def`` views are not
+waited for (it cost a third of their throughput there; docs/topics/conformance.rst), nor are
+servers that read on their own.
 
 This module never imports Django.
 """
@@ -87,11 +89,11 @@ logger = logging.getLogger("django_websocket")
 #: Bytes (characters of text) queued for the writer above which a sending thread waits.
 _SEND_HIGH_WATER = 2**16
 
-#: Seconds at most that the reader of a server that reads only inside ``receive()`` defers its
-#: next ``receive()`` while a view handles the message just handed to it (long enough for a
-#: thread to wake and answer on an idle machine, short enough that a view busy with a message
-#: sees the next ones, and the client's close, a few milliseconds late at most).
-_HANDLING_BOUND = 0.005
+# Seconds at most that the reader of a server that reads only inside receive() defers its next
+# receive() while a view's thread handles the message just handed to it: long enough for a
+# thread to wake and answer on a busy machine, short enough that a view busy with a message sees
+# the next ones, and the client's close, 10 ms late at most.
+_HANDLING_BOUND = 0.01
 
 
 class EventHandover:
@@ -189,7 +191,9 @@ class _EventWebSocket:
         self._queued_bytes = 0
         self._readable = threading.Condition(self._lock)  # a message arrived, or the end
         self._reading_threads = 0  # threads blocked on _readable: only they need a notify()
-        self._outgoing: collections.deque[Event] = collections.deque()  # ASGI events for the writer, in order
+        # ASGI events for the writer, in order (and, after a thread's answer, the future the
+        # deferred reader awaits: see _send_threadsafe).
+        self._outgoing: collections.deque[Event | asyncio.Future[None]] = collections.deque()
         self._outgoing_bytes = 0
         self._sent = 0  # events the writer sent: "progress" for a waiting sender
         self._writable = threading.Condition(self._lock)
@@ -336,7 +340,8 @@ class _EventWebSocket:
 
     def _detach(self, policy: OnMessage) -> Reactor:
         # Shared by both detach()es, once accepted. The reader task applies the policy from
-        # now on (see _deliver); the caller has it applied to what is queued already.
+        # now on (see _deliver), without waiting for a view; the caller has it applied to what
+        # is queued already.
         with self._lock:
             if self._state is CLOSED:
                 raise self._closed_error()
@@ -404,6 +409,11 @@ class _EventWebSocket:
             if self._state is not OPEN:
                 raise self._closed_error()
             self._queue_send_locked(message)
+            if self._handed is not None:
+                # The answer to the message just handed to this thread (or the first message
+                # since): the reader reads on once the writer sent it (see _reader).
+                self._outgoing.append(self._handed)
+                self._handed = None
             self._wake_writer_locked(False)
             if self._outgoing_bytes > _SEND_HIGH_WATER:
                 self._wait_drained_locked()
@@ -512,8 +522,9 @@ class _EventWebSocket:
 
     def _deliver(self, message: Message) -> asyncio.Future[None] | None:
         # On the loop: queue a received message and wake whoever waits for one. Returns what the
-        # reader awaits before its next receive() when a view takes this message at once on a
-        # server that reads only inside receive(); else None.
+        # reader awaits before its next receive() when a view's thread takes this message at
+        # once on a server that reads only inside receive(); else None (an async view's task is
+        # not waited for: one more future and task step per message).
         handed = None
         with self._lock:
             if self._state is not OPEN:
@@ -529,8 +540,6 @@ class _EventWebSocket:
                 self._readable.notify()
                 if self._handover.reads_on_receive and len(self._messages) == 1:
                     self._handed = handed = self._loop.create_future()
-            elif waiter is not None and self._handover.reads_on_receive and len(self._messages) == 1:
-                self._handed = handed = self._loop.create_future()
         if waiter is not None:
             waiter.set_result(None)
         if self._detached is not None:
@@ -555,7 +564,7 @@ class _EventWebSocket:
         try:
             while True:
                 with lock:
-                    burst: list[Event | tuple[_Rest, Event]] | None
+                    burst: list[Event | asyncio.Future[None] | tuple[_Rest, Event]] | None
                     if self._unfinished is not None:
                         # An async view's send() that the server made wait: finished here first.
                         burst = [self._unfinished, *outgoing]
@@ -569,8 +578,6 @@ class _EventWebSocket:
                         burst = None
                         self._writer_awake = False
                         kick = self._kick = self._loop.create_future()
-                        if self._handed is not None:
-                            self._let_reader_on_locked(True)  # nothing (more) to answer with
                 if burst is None:
                     await kick
                     continue
@@ -582,9 +589,12 @@ class _EventWebSocket:
                         if isinstance(item, tuple):
                             rest, event = item
                             await rest
-                        else:
+                        elif isinstance(item, dict):
                             event = item
                             await send(event)
+                        else:  # a thread's answer went out: the deferred reader reads on
+                            _set_done(item)
+                            continue
                     except Exception as exc:
                         if not self._close_refused(event, exc):
                             raise
@@ -594,9 +604,6 @@ class _EventWebSocket:
                         await send(event)
                     sent += 1
                     sent_bytes += len(event.get("text") or event.get("bytes") or b"")
-                    if self._handed is not None:
-                        with lock:
-                            self._let_reader_on_locked(True)  # the answer is out: read on
                     if event["type"] == "websocket.close":
                         self._progress(sent_bytes, sent)
                         # The server completes the closing handshake: the connection is over.
@@ -690,6 +697,7 @@ class _EventWebSocket:
             if self.close_code is None or code == CloseCode.ABNORMAL_CLOSURE:
                 self.close_code, self.close_reason = code, close_reason
             # Messages received before the end stay readable, as on the other servers.
+            answered = [item for item in self._outgoing if isinstance(item, asyncio.Future)]
             self._outgoing.clear()
             self._outgoing_bytes = 0
             callbacks, self._close_callbacks = self._close_callbacks, []
@@ -701,7 +709,7 @@ class _EventWebSocket:
             _open.discard(self)
         if self._reactor is not None:
             self._reactor._uncount(self)
-        for waiter in (read_waiter, drain_waiter, end_waiter, handed):
+        for waiter in (read_waiter, drain_waiter, end_waiter, handed, *answered):
             if waiter is not None:
                 self._loop.call_soon_threadsafe(_set_done, waiter)
         if closed_event is not None:
@@ -907,9 +915,8 @@ class ASGIWebSocket(_EventWebSocket):
             self._ensure_accepted()
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
-            if self._handed is not None and not self._writer_awake:
-                # Back to waiting with nothing to send: the reader may read on (an awake writer
-                # lets it once it sent what is queued).
+            if self._handed is not None:
+                # Back to waiting without an answer (an answer takes _handed): read on.
                 self._let_reader_on_locked(False)
             while True:
                 if self._messages:
@@ -1082,8 +1089,6 @@ class AsyncWebSocket(_EventWebSocket):
                 _set_done(self._kick)  # queued meanwhile: the writer (still marked awake) sends it
             else:
                 self._writer_awake = False
-                if self._handed is not None:
-                    self._let_reader_on_locked(True)  # the answer is out: read on
 
     async def _drained(self) -> None:
         timeout = self.send_timeout
@@ -1111,9 +1116,6 @@ class AsyncWebSocket(_EventWebSocket):
         if self._state is CONNECTING:
             await self.accept()
         deadline = None if timeout is None else self._loop.time() + timeout
-        if self._handed is not None and not self._writer_awake:
-            with self._lock:
-                self._let_reader_on_locked(True)  # back to waiting with nothing to send
         while True:
             with self._lock:
                 if self._messages:
