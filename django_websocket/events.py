@@ -146,7 +146,7 @@ class _EventWebSocket:
         "_writable", "_room_waiters", "_writer_awake", "_kick", "_wakeups", "_resume", "_reader_paused", "_tasks",
         "_read_waiter", "_drain_waiter", "_close_callbacks", "_closed_event", "idle_timeout", "_on_idle",
         "last_received", "_send_inline", "_unfinished", "_detached", "_detached_busy", "_reactor",
-        "_end_waiter", "_handed", "__dict__", "__weakref__",
+        "_end_waiter", "_handed", "_defer_reader", "__dict__", "__weakref__",
     )  # fmt: skip
 
     def __init__(
@@ -225,6 +225,7 @@ class _EventWebSocket:
         # What the reader awaits before its next receive() while a view handles the message just
         # handed to it, on a server that reads only inside receive() (see _reader).
         self._handed: asyncio.Future[None] | None = None
+        self._defer_reader = handover.reads_on_receive and self._THREADED
 
     # --- state --------------------------------------------------------------------------------
 
@@ -389,6 +390,10 @@ class _EventWebSocket:
     _out = None
     _sock = None
 
+    # Whether the view runs in a thread of its own (ASGIWebSocket), whose answer the reader of a
+    # server that reads only inside receive() waits for (see _reader).
+    _THREADED = False
+
     def _send_now(self, message: Message) -> bool:
         """Queue ``message`` for the writer only if the connection is not behind, never blocking:
         a group's direct delivery. False when the connection is not open, or more than
@@ -522,9 +527,9 @@ class _EventWebSocket:
 
     def _deliver(self, message: Message) -> asyncio.Future[None] | None:
         # On the loop: queue a received message and wake whoever waits for one. Returns what the
-        # reader awaits before its next receive() when a view's thread takes this message at
-        # once on a server that reads only inside receive(); else None (an async view's task is
-        # not waited for: one more future and task step per message).
+        # reader awaits before its next receive() when this message is the only one queued for a
+        # view's thread on a server that reads only inside receive(); else None (an async view's
+        # task is not waited for: one more future and task step per message).
         handed = None
         with self._lock:
             if self._state is not OPEN:
@@ -538,8 +543,10 @@ class _EventWebSocket:
                 waiter = None
             if self._reading_threads:
                 self._readable.notify()
-                if self._handover.reads_on_receive and len(self._messages) == 1:
-                    self._handed = handed = self._loop.create_future()
+            if self._defer_reader and len(self._messages) == 1 and self._detached is None:
+                # The view's thread takes it, now or once it calls wait() (it may not wait yet:
+                # right after the accept, or busy with the previous message).
+                self._handed = handed = self._loop.create_future()
         if waiter is not None:
             waiter.set_result(None)
         if self._detached is not None:
@@ -877,6 +884,7 @@ class ASGIWebSocket(_EventWebSocket):
     other thread), never from the event loop."""
 
     __slots__ = ()
+    _THREADED = True
 
     def accept(self, subprotocol: str | None = None) -> None:
         """Send the ``websocket.accept`` event (the server answers ``101``); see

@@ -313,3 +313,28 @@ def test_what_the_server_does_itself(name, tmp_path):
         assert_no_traceback(server)
     finally:
         server.stop()
+
+
+# --- a valid message with a bad frame right behind it ---------------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_granian_gets_the_answer_out_before_it_reads_a_bad_frame():
+    """Granian reads the client's frames only inside receive() and refuses every send() once that
+    read met a bad frame: the reader lets the view's thread answer a message before it reads on
+    (django_websocket.events), as the bare application answers before its next receive()."""
+    server = started("granian")
+    try:
+        for attempt in range(20):
+            with RawClient(server.host, server.port) as client:
+                assert client.request("/echo")[0] == 101
+                # RFC 6455 §5.2: RSV bits with no extension negotiated fail the connection.
+                client.send_raw(RawClient.frame(1, "valid") + RawClient.frame(1, "bad", rsv=3))
+                try:
+                    answer = client.recv_frame(timeout=TIMEOUT)
+                except EOFError:
+                    answer = None
+                assert answer == (True, 1, b"valid"), f"attempt {attempt}: {answer}"
+        assert_no_traceback(server)
+    finally:
+        server.stop()

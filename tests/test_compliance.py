@@ -62,6 +62,10 @@ SERVER_FRAMING = {
     "granian": {"6.4.3", "6.4.4"},
     "gunicorn-asgi": {"6.4.1", "6.4.2", "6.4.3", "6.4.4"},
 }  # fmt: skip
+# Granian reads the client's frames only inside receive(): our reader lets the view answer a
+# message before it reads on (django_websocket.events), so the timing cases are not lost there
+# (the bare application loses none of them either).
+NO_TIMING_LOSS = {"granian"}
 ASGI_CASES = sorted(asgi_servers.COMMANDS)
 
 FULL = os.environ.get("DJANGO_WEBSOCKET_COMPLIANCE") == "full"
@@ -145,4 +149,5 @@ def test_autobahn_on_asgi_servers(wstest, server):
     lost = {case["id"] for case in summary["summary"]["non_passing"]}
     framing = SERVER_FRAMING[server]
     assert framing <= lost, f"{server} now passes {sorted(framing - lost)}: update SERVER_FRAMING and the docs"
-    assert lost <= framing | TIMING, f"lost through our application only: {sorted(lost - framing - TIMING)}"
+    timing = set() if server in NO_TIMING_LOSS else TIMING
+    assert lost <= framing | timing, f"lost through our application only: {sorted(lost - framing - timing)}"
