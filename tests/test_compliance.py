@@ -64,8 +64,10 @@ SERVER_FRAMING = {
 }  # fmt: skip
 # Granian reads the client's frames only inside receive(): our reader lets the view answer a
 # message before it reads on (django_websocket.events), so the timing cases are not lost there
-# (the bare application loses none of them either).
-NO_TIMING_LOSS = {"granian"}
+# on a machine that schedules the view's thread within the reader's bound (the bare application
+# loses none of them either). Under the test suite's own load the thread can miss that bound, so
+# the timing cases stay allowed here; tests/test_asgi_servers.py checks the behaviour itself.
+NO_TIMING_LOSS: set[str] = set()
 ASGI_CASES = sorted(asgi_servers.COMMANDS)
 
 FULL = os.environ.get("DJANGO_WEBSOCKET_COMPLIANCE") == "full"
