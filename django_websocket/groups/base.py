@@ -16,7 +16,6 @@ default), drop the oldest queued message, or drop the new one.
 from __future__ import annotations
 
 import collections
-import inspect
 import logging
 import os
 import socket
@@ -60,9 +59,10 @@ SLOW_CONSUMER_POLICIES = (CLOSE, DROP_OLDEST, DROP_NEW)
 SENT, QUEUED, DROPPED_OLDEST, DROPPED_NEW, CLOSED, REFUSED = range(6)
 
 # How an Outbox hands messages to its connection.
-_DIRECT = 0  # a WebSocket: _send_now() at once when nothing waits, a sender thread when behind
-_QUEUES = 1  # an async ASGI connection: its _send_threadsafe() only queues for the event loop
-_THREAD = 2  # anything else (an ASGI connection of a def view): always through a sender thread
+# A connection of this app (a WebSocket, or either ASGI connection of django_websocket.events):
+# _send_now() at once when nothing waits, a sender thread when behind.
+_DIRECT = 0
+_THREAD = 1  # anything else: always through a sender thread
 
 
 class GroupSocket(Protocol):
@@ -91,12 +91,6 @@ class GroupSocket(Protocol):
     def fail(self, code: int, reason: str = "") -> None: ...
 
     def add_close_callback(self, callback: Callable[[Self], object]) -> None: ...
-
-
-class _ThreadsafeSocket(GroupSocket, Protocol):
-    # An ASGI connection (django_websocket.events): a send that any thread may call, which only
-    # queues the frame for the event loop's writer.
-    def _send_threadsafe(self, message: str | bytes, /) -> None: ...
 
 
 #: What a group message is once it reaches a backend (groups.send copies other buffers to bytes).
@@ -265,11 +259,7 @@ def _head_seq(item: tuple[str | None, _Pending]) -> int:
 
 
 def _mode_of(websocket: GroupSocket) -> int:
-    if hasattr(websocket, "_send_now"):
-        return _DIRECT
-    if hasattr(websocket, "_send_threadsafe") and inspect.iscoroutinefunction(getattr(type(websocket), "send", None)):
-        return _QUEUES
-    return _THREAD
+    return _DIRECT if hasattr(websocket, "_send_now") else _THREAD
 
 
 class Outbox:
@@ -338,13 +328,6 @@ class Outbox:
         with self._lock:
             if self._finished:
                 return REFUSED
-            if self._mode == _QUEUES and not self._sender:
-                # Only queues for the event loop's writer, under the connection's lock.
-                try:
-                    cast(_ThreadsafeSocket, websocket)._send_threadsafe(message)
-                except ConnectionClosed:
-                    return REFUSED
-                return SENT
             result = self._queue_locked(message, group, policy, counters)
             start = False
             if result != CLOSED and result != DROPPED_NEW:

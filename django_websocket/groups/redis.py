@@ -442,11 +442,7 @@ class _Subscriber:
                 head[1].discard(group)
                 if not head[1]:
                     self.inflight.popleft()
-                left = self.pending.get(group, 0) - 1
-                if left > 0:
-                    self.pending[group] = left
-                else:
-                    self.pending.pop(group, None)
+                self._settled(group)
                 if subscribing:
                     self.retry_delay = backend.backoff_initial
             elif not subscribing:
@@ -458,6 +454,14 @@ class _Subscriber:
             logger.info("Redis at %s no longer serves group %r: looking up its new node", self.name, group)
             backend._topology_changed()
 
+    def _settled(self, group: str) -> None:
+        # One command of ours naming ``group`` was answered (the backend's lock is held).
+        left = self.pending.get(group, 0) - 1
+        if left > 0:
+            self.pending[group] = left
+        else:
+            self.pending.pop(group, None)
+
     def _refused(self, error: Exception) -> None:
         backend = self.backend
         with backend._cond:
@@ -466,11 +470,7 @@ class _Subscriber:
                 return
             subscribing, groups = self.inflight.popleft()
             for group in groups:
-                left = self.pending.get(group, 0) - 1
-                if left > 0:
-                    self.pending[group] = left
-                else:
-                    self.pending.pop(group, None)
+                self._settled(group)
                 if subscribing:
                     self.on_server.discard(group)
             retried = groups & self.wanted if subscribing else set()
